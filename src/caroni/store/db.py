@@ -1,0 +1,92 @@
+"""Engine creation, schema migration and node identity.
+
+A node keeps its state in one database: a SQLite file by default (zero set-up),
+PostgreSQL by URL for real deployments. The schema is brought up to date with
+Alembic every time a node starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
+
+from caroni.errors import ConfigError
+from caroni.store.tables import node_identity
+
+log = logging.getLogger("caroni.store")
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+def normalize_url(url: str) -> str:
+    """Accept a plain path as a SQLite file and ``postgresql://`` as psycopg 3."""
+    if "://" not in url:
+        return f"sqlite:///{Path(url).expanduser().resolve()}"
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def create_db_engine(url: str) -> Engine:
+    """An engine tuned for Caroni's access pattern (short write transactions)."""
+    url = normalize_url(url)
+    try:
+        parsed = make_url(url)
+    except Exception as exc:  # SQLAlchemy raises ArgumentError, be broad for clarity
+        raise ConfigError(f"not a database URL: {url!r}") from exc
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        # pysqlite's own transaction handling defers BEGIN; take control so that
+        # every transaction begins immediately and holds the write lock.
+        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+    dbapi_connection.isolation_level = None  # we issue BEGIN ourselves (see above)
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema up to date (idempotent; safe to run on every start)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+def node_uuid(engine: Engine, role: str) -> uuid.UUID:
+    """This node's identity: created once, kept with its state for good."""
+    query = select(node_identity.c.node_uuid).where(node_identity.c.role == role)
+    with engine.begin() as connection:
+        existing = connection.execute(query).scalar_one_or_none()
+        if existing is not None:
+            return uuid.UUID(existing)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                node_identity.insert().values(
+                    role=role, node_uuid=str(uuid.uuid4()), created_at=time.time()
+                )
+            )
+    except IntegrityError:
+        pass  # another replica sharing this database created it first; read theirs
+    with engine.connect() as connection:
+        return uuid.UUID(connection.execute(query).scalar_one())

@@ -1,0 +1,149 @@
+"""Every table of a node's database, in one SQLAlchemy metadata.
+
+One schema serves both roles (a manager leaves the agent tables empty and the
+other way round): a single migration chain is simpler to keep right than one per
+role, and the demo runs both roles side by side anyway.
+
+Aggregates (a manager's workflow, an agent's job) are stored as one row each: a
+few summary columns that pages filter and sort on, plus the whole aggregate as a
+JSON document. A message touches exactly one aggregate, so handling it is one
+read and one write, and the pure handlers work on plain objects.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Column,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+# --- shared by both roles --------------------------------------------------------
+
+node_identity = Table(
+    "node_identity",
+    metadata,
+    Column("role", String(16), primary_key=True),
+    Column("node_uuid", String(36), nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+# Message ids already handled: a delivery whose id is here is a duplicate.
+inbox = Table(
+    "inbox",
+    metadata,
+    Column("message_id", String(64), primary_key=True),
+    Column("received_at", Float, nullable=False, index=True),
+)
+
+# Messages written in the same transaction as the state change that caused them,
+# published after commit, deleted once the broker confirmed them.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("routing_key", String(255), nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("reply_to", String(255), nullable=False, default=""),
+    Column("message_id", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+# Deliveries that could not be handled, kept with the reason instead of lost.
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("received_at", Float, nullable=False, index=True),
+    Column("routing_key", String(255), nullable=False, default=""),
+    Column("reply_to", String(255), nullable=False, default=""),
+    Column("message_id", String(64), nullable=False, default=""),
+    Column("type_name", String(64), nullable=False, default=""),
+    Column("reason", Text, nullable=False),
+    Column("body", LargeBinary, nullable=False),
+)
+
+# --- manager ------------------------------------------------------------------------
+
+templates = Table(
+    "templates",
+    metadata,
+    Column("name", String(255), primary_key=True),
+    Column("text", Text, nullable=False),
+    Column("parsed", Text, nullable=False),
+    Column("version", Integer, nullable=False, default=1),
+    Column("updated_at", Float, nullable=False),
+)
+
+workflows = Table(
+    "workflows",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(255), nullable=False, default=""),
+    Column("template_name", String(255), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("reason", Text, nullable=False, default=""),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("wake_at", Float, nullable=True),
+    Column("version", Integer, nullable=False, default=1),
+    Column("doc", Text, nullable=False),
+    Index("ix_workflows_state_created", "state", "created_at"),
+    Index("ix_workflows_wake_at", "wake_at"),
+)
+
+# Maps each request, offer and job uuid to the workflow it belongs to, so a
+# message that names only one of them finds its aggregate in one lookup.
+workflow_routes = Table(
+    "workflow_routes",
+    metadata,
+    Column("key", String(32), primary_key=True),
+    Column("workflow_id", String(32), nullable=False, index=True),
+)
+
+# --- agent --------------------------------------------------------------------------
+
+job_types = Table(
+    "job_types",
+    metadata,
+    Column("name", String(255), primary_key=True),
+    Column("spec", Text, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+offers = Table(
+    "offers",
+    metadata,
+    Column("offer_uuid", String(32), primary_key=True),
+    Column("request_uuid", String(32), nullable=False, index=True),
+    Column("job_type", String(255), nullable=False),
+    Column("manager_key", String(255), nullable=False),
+    Column("parameters", Text, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("job_uuid", String(32), nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False, index=True),
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("job_uuid", String(32), primary_key=True),
+    Column("job_type", String(255), nullable=False),
+    Column("manager_key", String(255), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("ready_at", Float, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("version", Integer, nullable=False, default=1),
+    Column("doc", Text, nullable=False),
+    Index("ix_jobs_status_ready", "status", "ready_at"),
+)
