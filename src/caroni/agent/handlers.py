@@ -1,0 +1,200 @@
+"""The agent's protocol, as pure functions: no I/O, state in, messages out.
+
+Each function is idempotent: a repeated accept answers with the same job, repeated
+data changes nothing, a repeated kill of a finished job does nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from caroni.agent.jobtypes import JobTypeSpec
+from caroni.agent.model import AgentJob, JobStatus, Load, Offer, OfferState, Policy
+from caroni.agent.runner import JobResult
+from caroni.node.runtime import Send
+from caroni.protocol import pb
+
+_WIRE_STATUS = {
+    JobStatus.PENDING: pb.JOB_STATUS_PENDING,
+    JobStatus.QUEUED: pb.JOB_STATUS_QUEUED,
+    JobStatus.RUNNING: pb.JOB_STATUS_RUNNING,
+    JobStatus.COMPLETED: pb.JOB_STATUS_COMPLETED,
+    JobStatus.FAILED: pb.JOB_STATUS_FAILED,
+}
+
+
+def raw(key: str) -> bytes:
+    return uuid.UUID(hex=key).bytes
+
+
+class OfferUnavailable(Exception):
+    """The accept names an offer we no longer stand by."""
+
+
+def decline_reason(
+    request: pb.JobFulfillmentRequest,
+    catalogue: Mapping[str, JobTypeSpec],
+    load: Load,
+    policy: Policy,
+) -> str:
+    """Why this agent will not offer for ``request``, or "" when it will."""
+    spec = catalogue.get(request.job_type_name)
+    if spec is None:
+        return f"no job type {request.job_type_name!r} here"
+    wanted = sorted(parameter.key for parameter in request.parameters)
+    if wanted != sorted(spec.inputs):
+        return (
+            f"job type {spec.name!r} takes inputs {sorted(spec.inputs)}, the request names {wanted}"
+        )
+    if load.reserved >= policy.max_reserved:
+        return f"full: {load.reserved} jobs reserved (limit {policy.max_reserved})"
+    return ""
+
+
+def on_request(
+    request: pb.JobFulfillmentRequest,
+    reply_to: str,
+    *,
+    catalogue: Mapping[str, JobTypeSpec],
+    load: Load,
+    policy: Policy,
+    node_uuid: uuid.UUID,
+    now: float,
+) -> tuple[Offer | None, Send]:
+    """Offer for a request we can serve, decline it otherwise."""
+    site = pb.Site(
+        site_identifier=policy.site_identifier,
+        site_uuid=node_uuid.bytes,
+        site_contact=policy.site_contact,
+    )
+    reason = decline_reason(request, catalogue, load, policy)
+    if reason:
+        decline = pb.JobFulfillmentDecline(
+            request_uuid=request.request_uuid, site=site, decline_message=reason
+        )
+        return None, Send(reply_to, decline)
+    offer = Offer(
+        offer_uuid=uuid.uuid4().hex,
+        request_uuid=uuid.UUID(bytes=request.request_uuid).hex,
+        job_type=request.job_type_name,
+        manager_key=reply_to,
+        parameters=[parameter.key for parameter in request.parameters],
+        state=OfferState.OPEN,
+        created_at=now,
+        expires_at=now + policy.offer_ttl,
+    )
+    expiration = Timestamp()
+    expiration.FromNanoseconds(int(offer.expires_at * 1e9))
+    message = pb.JobFulfillmentOffer(
+        request_uuid=request.request_uuid,
+        offer_uuid=raw(offer.offer_uuid),
+        site=site,
+        offer_message=f"{policy.site_identifier or 'agent'} can run {offer.job_type}",
+        expiration=expiration,
+        load=pb.AgentLoad(slots=policy.slots, running=load.running, reserved=load.reserved),
+    )
+    return offer, Send(reply_to, message)
+
+
+def on_accept(
+    offer: Offer, existing: AgentJob | None, reply_to: str, now: float
+) -> tuple[AgentJob | None, list[Send]]:
+    """Turn an accepted offer into a pending job (the same job if asked again)."""
+    if existing is not None:
+        return None, [Send(existing.manager_key, _accepted(existing))]
+    if offer.state != OfferState.OPEN:
+        raise OfferUnavailable(f"offer {offer.offer_uuid} is {offer.state}")
+    if now > offer.expires_at:
+        offer.state = OfferState.EXPIRED
+        raise OfferUnavailable(f"offer {offer.offer_uuid} expired")
+    if reply_to != offer.manager_key:
+        raise OfferUnavailable(f"offer {offer.offer_uuid} was made to {offer.manager_key!r}")
+    job = AgentJob(
+        job_uuid=uuid.uuid4().hex,
+        offer_uuid=offer.offer_uuid,
+        request_uuid=offer.request_uuid,
+        job_type=offer.job_type,
+        manager_key=offer.manager_key,
+        expected_inputs=list(offer.parameters),
+        created_at=now,
+        updated_at=now,
+    )
+    job.set_status(JobStatus.PENDING, now, "offer accepted")
+    offer.state = OfferState.ACCEPTED
+    offer.job_uuid = job.job_uuid
+    sends = [Send(job.manager_key, _accepted(job))]
+    sends += _queue_if_ready(job, now)  # a job type without inputs is ready at once
+    return job, sends
+
+
+def _accepted(job: AgentJob) -> pb.JobAccepted:
+    return pb.JobAccepted(job_uuid=raw(job.job_uuid), offer_uuid=raw(job.offer_uuid))
+
+
+def status_update(job: AgentJob) -> Send:
+    info = (
+        job.reason
+        if job.status == JobStatus.FAILED
+        else (job.history[-1].info if job.history else "")
+    )
+    message = pb.JobStatusUpdate(
+        job_uuid=raw(job.job_uuid), job_status=_WIRE_STATUS[job.status], status_info=info
+    )
+    return Send(job.manager_key, message)
+
+
+def on_data(job: AgentJob, msg: pb.JobDataAvailable, now: float) -> list[Send]:
+    """Record inputs; once all have arrived the job is queued to run."""
+    if job.status != JobStatus.PENDING:
+        return []  # already has everything (a repeat) or finished
+    for parameter in msg.parameters:
+        if parameter.key in job.expected_inputs:
+            job.inputs[parameter.key] = parameter.value
+    job.updated_at = now
+    return _queue_if_ready(job, now)
+
+
+def _queue_if_ready(job: AgentJob, now: float) -> list[Send]:
+    if job.status != JobStatus.PENDING or any(n not in job.inputs for n in job.expected_inputs):
+        return []
+    job.ready_at = now
+    job.set_status(JobStatus.QUEUED, now, "all inputs arrived")
+    return [status_update(job)]
+
+
+def on_kill(job: AgentJob, msg: pb.JobKill, now: float) -> list[Send]:
+    if job.status.finished:
+        return []
+    job.reason = f"killed: {msg.kill_info}" if msg.kill_info else "killed"
+    job.set_status(JobStatus.FAILED, now, job.reason)
+    return [status_update(job)]
+
+
+def job_started(job: AgentJob, now: float) -> list[Send]:
+    job.runs += 1
+    job.set_status(JobStatus.RUNNING, now, f"run {job.runs} started")
+    return [status_update(job)]
+
+
+def job_finished(job: AgentJob, result: JobResult, now: float) -> list[Send]:
+    """Report the outcome: outputs first, then the status, so the manager can finish
+    the step as soon as it sees COMPLETED."""
+    if job.status != JobStatus.RUNNING:
+        return []  # killed meanwhile; its outcome no longer matters
+    job.stdout_tail = result.stdout_tail
+    job.stderr_tail = result.stderr_tail
+    job.warnings = list(result.warnings)
+    if not result.ok:
+        job.reason = result.reason
+        job.set_status(JobStatus.FAILED, now, result.reason)
+        return [status_update(job)]
+    job.outputs = dict(result.outputs)
+    data = pb.JobDataAvailable(
+        job_uuid=raw(job.job_uuid),
+        parameters=[pb.JobParameter(key=k, value=v) for k, v in job.outputs.items()],
+    )
+    job.set_status(JobStatus.COMPLETED, now, f"finished in {result.duration:.2f}s")
+    return [Send(job.manager_key, data), status_update(job)]

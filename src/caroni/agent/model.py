@@ -1,0 +1,91 @@
+"""The agent's aggregates: offers it made and jobs it holds, as plain data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+
+
+class JobStatus(StrEnum):
+    PENDING = "pending"  # accepted, waiting for inputs
+    QUEUED = "queued"  # every input arrived; waiting for a slot
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobStatus.COMPLETED, JobStatus.FAILED)
+
+
+class StatusChange(BaseModel):
+    status: JobStatus
+    at: float
+    info: str = ""
+
+
+class AgentJob(BaseModel):
+    job_uuid: str
+    offer_uuid: str
+    request_uuid: str
+    job_type: str
+    manager_key: str  # the owner: every message about the job goes there
+    status: JobStatus = JobStatus.PENDING
+    expected_inputs: list[str]
+    inputs: dict[str, str] = Field(default_factory=dict)
+    outputs: dict[str, str] = Field(default_factory=dict)
+    reason: str = ""
+    history: list[StatusChange] = Field(default_factory=list)
+    runs: int = 0  # how many times the body was started (more than 1 after a crash)
+    stdout_tail: str = ""
+    stderr_tail: str = ""
+    warnings: list[str] = Field(default_factory=list)
+    created_at: float
+    updated_at: float
+    ready_at: float | None = None
+
+    def set_status(self, status: JobStatus, now: float, info: str = "") -> None:
+        self.status = status
+        self.updated_at = now
+        self.history.append(StatusChange(status=status, at=now, info=info))
+
+
+class OfferState(StrEnum):
+    OPEN = "open"
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+
+
+@dataclass(slots=True)
+class Offer:
+    offer_uuid: str
+    request_uuid: str
+    job_type: str
+    manager_key: str
+    parameters: list[str]
+    state: OfferState
+    created_at: float
+    expires_at: float
+    job_uuid: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    """How busy the agent is right now."""
+
+    running: int
+    reserved: int  # offers open plus jobs pending or queued
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """What an agent is willing to take on."""
+
+    slots: int = 2  # jobs running at once
+    max_reserved: int = 1000  # open offers plus pending and queued jobs
+    offer_ttl: float = 60.0  # seconds an offer stays valid
+    site_identifier: str = ""
+    site_contact: str = ""

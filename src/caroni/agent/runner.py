@@ -1,0 +1,442 @@
+"""Run one job: a job type's bash body in a fresh directory, inputs in the environment.
+
+As existing Caroni agents do it, every input reaches the body as the environment
+variable ``CARONI_ENV_<input name>`` -- inputs are never spliced into the script
+text, so a hostile value stays data -- and the body's standard output must be one
+JSON object whose keys are the output names.
+
+The child runs in a process group of its own so that a time limit, an oversized
+output or a cancelled task kills everything the body started, not just bash.
+Memory stays bounded: standard output is kept up to ``max_output_bytes``, standard
+error only as a tail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import functools
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from caroni.agent.jobtypes import JobTypeSpec
+
+__all__ = ["JobResult", "run_job"]
+
+logger = logging.getLogger("caroni.agent.runner")
+
+BASE_PATH = "/usr/local/bin:/usr/bin:/bin"
+TAIL_BYTES = 4096
+STDERR_REASON_LINES = 20
+# Linux refuses to exec when one "NAME=value" string (with its NUL) exceeds
+# MAX_ARG_STRLEN (32 pages); say so plainly instead of failing with E2BIG.
+ENV_ENTRY_LIMIT = 32 * 4096
+# How long to wait for the pipes to reach EOF once bash has exited and its process
+# group is killed; only a process that left the group (setsid) can hold them longer.
+PIPE_GRACE_SECONDS = 5.0
+# After a kill on cancellation, how long to wait for bash to be reaped.
+EXIT_GRACE_SECONDS = 5.0
+
+_STDERR_KEEP = 4 * TAIL_BYTES
+_UNSAFE_PATH_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+@dataclass(frozen=True, slots=True)
+class JobResult:
+    """What came of one job run."""
+
+    ok: bool
+    outputs: dict[str, str]  # declared outputs only; non-string JSON values as json.dumps
+    reason: str  # "" when ok; else why it failed, ending with the stderr tail
+    exit_code: int | None  # None when killed / not started
+    stdout_tail: str  # last ~4 KiB
+    stderr_tail: str  # last ~4 KiB
+    warnings: tuple[str, ...] = field(default=())
+    duration: float = 0.0  # seconds
+
+
+class _JobProtocol(asyncio.SubprocessProtocol):
+    """Collects the child's output as it arrives, so no pipe ever fills up and blocks it."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, max_output_bytes: int) -> None:
+        self._max = max_output_bytes
+        self._transport: asyncio.SubprocessTransport | None = None
+        self._open_fds = {1, 2}
+        self.stdout = bytearray()
+        self.stdout_total = 0
+        self.stderr = bytearray()  # a tail only
+        self.exited: asyncio.Future[int | None] = loop.create_future()
+        self.overflow: asyncio.Future[None] = loop.create_future()
+        self.pipes_closed: asyncio.Future[None] = loop.create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.SubprocessTransport)
+        self._transport = transport
+
+    def pipe_data_received(self, fd: int, data: bytes | bytearray) -> None:
+        if fd == 1:
+            self.stdout_total += len(data)
+            room = self._max - len(self.stdout)
+            if room > 0:
+                self.stdout += data[:room]
+            if self.stdout_total > self._max and not self.overflow.done():
+                self.overflow.set_result(None)
+        else:
+            self.stderr += data
+            if len(self.stderr) > 2 * _STDERR_KEEP:
+                del self.stderr[:-_STDERR_KEEP]
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        self._open_fds.discard(fd)
+        if not self._open_fds and not self.pipes_closed.done():
+            self.pipes_closed.set_result(None)
+
+    def process_exited(self) -> None:
+        # Called when bash is reaped, possibly before the pipes are drained.
+        if not self.exited.done():
+            code = self._transport.get_returncode() if self._transport else None
+            self.exited.set_result(code)
+
+
+def _tail_text(data: bytes | bytearray, limit: int = TAIL_BYTES) -> str:
+    """The last ``limit`` bytes as text, without a broken character at the cut."""
+    tail = bytes(data[-limit:])
+    if len(data) > limit:
+        skip = 0
+        while skip < min(3, len(tail)) and tail[skip] & 0xC0 == 0x80:
+            skip += 1
+        tail = tail[skip:]
+    return tail.decode("utf-8", errors="replace")
+
+
+def _with_stderr(reason: str, stderr_tail: str) -> str:
+    lines = stderr_tail.rstrip().splitlines()[-STDERR_REASON_LINES:]
+    if not lines:
+        return reason
+    return f"{reason}; stderr: " + "\n".join(lines)
+
+
+def _preview(text: str) -> str:
+    text = text.strip()
+    if not text:
+        return "(empty)"
+    return text[:200] + ("..." if len(text) > 200 else "")
+
+
+def _stringify(value: object) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+@functools.cache
+def _find_bash() -> str | None:
+    # Resolve once against the clean PATH, so extra_env cannot change which bash runs.
+    return shutil.which("bash", path=BASE_PATH) or shutil.which("bash")
+
+
+def _check_inputs(spec: JobTypeSpec, inputs: Mapping[str, str]) -> str | None:
+    """Why these inputs cannot be passed to the job, or None when they can."""
+    missing = [name for name in spec.inputs if name not in inputs]
+    if missing:
+        names = ", ".join(repr(n) for n in missing)
+        return f"input{'s' if len(missing) > 1 else ''} {names} missing; the job was not started"
+    for name in spec.inputs:
+        value = inputs[name]
+        if not isinstance(value, str):
+            return f"input {name!r} is not a string"
+        if "\0" in value:
+            return f"input {name!r} contains a NUL character; an environment cannot hold it"
+        try:
+            size = len(f"CARONI_ENV_{name}={value}".encode("utf-8", "surrogateescape")) + 1
+        except UnicodeEncodeError:
+            return f"input {name!r} cannot be encoded for the environment"
+        if size > ENV_ENTRY_LIMIT:
+            return (
+                f"input {name!r} is too large for the environment "
+                f"({size} bytes; Linux allows {ENV_ENTRY_LIMIT} per variable)"
+            )
+    return None
+
+
+def _check_extra_env(extra_env: Mapping[str, str]) -> None:
+    for key, value in extra_env.items():
+        if not key or "=" in key or "\0" in key or "\0" in value:
+            raise ValueError(f"extra_env entry {key!r} cannot be put in an environment")
+
+
+def _kill_group(pgid: int, job_id: str) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass  # the whole group is gone already
+    except PermissionError:
+        logger.warning("job %s: not allowed to kill process group %d", job_id, pgid)
+
+
+def _kill_spawned(
+    spawn: asyncio.Future[tuple[asyncio.SubprocessTransport, _JobProtocol]], job_id: str
+) -> None:
+    """Kill a job whose start finished after its run was cancelled."""
+    if spawn.cancelled() or spawn.exception() is not None:
+        return  # never started (and the exception is now retrieved)
+    transport, _ = spawn.result()
+    _kill_group(transport.get_pid(), job_id)
+    transport.close()
+    logger.warning("job %s: cancelled while starting; killed its process group", job_id)
+
+
+def _make_workdir(root: Path, job_id: str) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    prefix = _UNSAFE_PATH_CHARS.sub("_", job_id)[:64] or "job"
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir=root))
+
+
+def _remove_tree(path: Path, job_id: str) -> None:
+    try:
+        shutil.rmtree(path)
+        return
+    except FileNotFoundError:
+        return  # the body removed its own directory (HOME is the workdir: `rm -rf ~`)
+    except OSError:
+        pass
+    # A body may have left read-only directories behind; make them writable and retry.
+    try:
+        os.chmod(path, 0o700)
+        for dirpath, dirnames, _ in os.walk(path):
+            for name in dirnames:
+                child = os.path.join(dirpath, name)
+                if not os.path.islink(child):
+                    os.chmod(child, 0o700)
+    except OSError:
+        pass
+    shutil.rmtree(path, ignore_errors=True)
+    if path.exists():
+        logger.warning("job %s: could not remove work directory %s", job_id, path)
+
+
+async def _remove_workdir(path: Path, job_id: str) -> None:
+    # In a thread: a big tree would otherwise stall every other job on the loop.
+    # Shielded: even if we are cancelled meanwhile, the removal runs to its end.
+    await asyncio.shield(asyncio.to_thread(_remove_tree, path, job_id))
+
+
+async def run_job(
+    spec: JobTypeSpec,
+    inputs: Mapping[str, str],
+    *,
+    workdir_root: Path,
+    job_id: str,
+    timeout: float | None = None,  # overrides spec.timeout
+    max_output_bytes: int = 4 * 1024 * 1024,
+    extra_env: Mapping[str, str] | None = None,
+) -> JobResult:
+    """Run ``spec``'s body with ``inputs`` and return its outputs or why it failed.
+
+    ``timeout`` overrides ``spec.timeout`` when given. Cancelling the awaiting task
+    kills the job's whole process group, removes its directory and re-raises.
+    """
+    limit = spec.timeout if timeout is None else timeout
+    if limit is not None and not limit > 0:
+        raise ValueError(f"timeout must be positive, not {limit}")
+    if max_output_bytes <= 0:
+        raise ValueError(f"max_output_bytes must be positive, not {max_output_bytes}")
+    env_extra = dict(extra_env or {})
+    _check_extra_env(env_extra)
+    run = _JobRun(spec, job_id, limit, max_output_bytes)
+    return await run.run(inputs, Path(workdir_root), env_extra)
+
+
+class _JobRun:
+    """The state of one run_job call: its warnings, its clock, its child."""
+
+    def __init__(
+        self, spec: JobTypeSpec, job_id: str, limit: float | None, max_output_bytes: int
+    ) -> None:
+        self.spec = spec
+        self.job_id = job_id
+        self.limit = limit
+        self.max_output_bytes = max_output_bytes
+        self.started = time.monotonic()
+        self.warnings: list[str] = []
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+        logger.warning("job %s: %s", self.job_id, message)
+
+    def result(
+        self,
+        reason: str = "",
+        *,
+        outputs: dict[str, str] | None = None,
+        exit_code: int | None = None,
+        proto: _JobProtocol | None = None,
+    ) -> JobResult:
+        """Build the result (ok when there is no reason) and log the outcome."""
+        stdout_tail = _tail_text(proto.stdout) if proto else ""
+        stderr_tail = _tail_text(proto.stderr) if proto else ""
+        ok = not reason
+        reason = "" if ok else _with_stderr(reason, stderr_tail)
+        duration = time.monotonic() - self.started
+        name, job_id = self.spec.name, self.job_id
+        if ok:
+            logger.info("job %s: %s completed in %.3f s", job_id, name, duration)
+        else:
+            logger.warning("job %s: %s failed after %.3f s: %s", job_id, name, duration, reason)
+        return JobResult(
+            ok=ok,
+            outputs=outputs if ok and outputs is not None else {},
+            reason=reason,
+            exit_code=exit_code,
+            stdout_tail=stdout_tail,
+            stderr_tail=stderr_tail,
+            warnings=tuple(self.warnings),
+            duration=duration,
+        )
+
+    async def run(
+        self, inputs: Mapping[str, str], workdir_root: Path, extra_env: dict[str, str]
+    ) -> JobResult:
+        spec, job_id = self.spec, self.job_id
+        for name in sorted(set(inputs) - set(spec.inputs)):
+            self.warn(f"undeclared input {name!r} ignored")
+        problem = _check_inputs(spec, inputs)
+        if problem:
+            return self.result(problem)
+        bash = _find_bash()
+        if bash is None:
+            return self.result("bash not found; the job was not started")
+        try:
+            workdir = _make_workdir(workdir_root, job_id)
+        except OSError as exc:
+            return self.result(f"could not create a work directory under {workdir_root}: {exc}")
+
+        env = {"PATH": BASE_PATH, "HOME": str(workdir), "LANG": "C.UTF-8", "TMPDIR": str(workdir)}
+        env.update({f"CARONI_ENV_{name}": inputs[name] for name in spec.inputs})
+        env.update(extra_env)
+
+        loop = asyncio.get_running_loop()
+        try:
+            logger.info("job %s: starting %s in %s", job_id, spec.name, workdir)
+            # Shielded: if we are cancelled while asyncio is still connecting the pipes,
+            # its own cleanup would kill bash alone and then wait for pipes that bash's
+            # children still hold. We let the spawn finish and kill the whole group.
+            spawn = asyncio.ensure_future(
+                loop.subprocess_exec(
+                    lambda: _JobProtocol(loop, self.max_output_bytes),
+                    bash,
+                    "-c",
+                    spec.body,
+                    spec.name,  # $0, so bash's own error messages name the job type
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    cwd=workdir,
+                    env=env,
+                    start_new_session=True,  # own process group: one kill reaches every child
+                )
+            )
+            try:
+                transport, proto = await asyncio.shield(spawn)
+            except asyncio.CancelledError:
+                spawn.add_done_callback(functools.partial(_kill_spawned, job_id=job_id))
+                # Normally only milliseconds: wait, so the workdir goes after the job is dead.
+                await asyncio.wait({spawn}, timeout=EXIT_GRACE_SECONDS)
+                raise
+            except OSError as exc:
+                hint = " (inputs too large for the environment)" if exc.errno == errno.E2BIG else ""
+                return self.result(f"could not start bash: {exc}{hint}")
+            try:
+                return await self._supervise(transport, proto)
+            finally:
+                transport.close()
+        finally:
+            await _remove_workdir(workdir, job_id)
+
+    async def _supervise(
+        self, transport: asyncio.SubprocessTransport, proto: _JobProtocol
+    ) -> JobResult:
+        """Wait for the job to end (or kill it) and turn what it wrote into a result."""
+        job_id, limit, max_bytes = self.job_id, self.limit, self.max_output_bytes
+        pgid = transport.get_pid()  # start_new_session made bash the leader of its group
+        killed_for = ""
+        try:
+            ends: set[asyncio.Future[Any]] = {proto.exited, proto.overflow}
+            await asyncio.wait(ends, timeout=limit, return_when=asyncio.FIRST_COMPLETED)
+            if proto.overflow.done():
+                killed_for = f"output larger than {max_bytes} bytes"
+            elif not proto.exited.done():
+                killed_for = f"killed after {float(limit or 0)} s (time limit)"
+            if killed_for:
+                _kill_group(pgid, job_id)
+            returncode = await proto.exited
+            # Children left behind in the group would hold the pipes open forever.
+            _kill_group(pgid, job_id)
+            await asyncio.wait({proto.pipes_closed}, timeout=PIPE_GRACE_SECONDS)
+            if not proto.pipes_closed.done():
+                self.warn(
+                    f"output pipes still open {PIPE_GRACE_SECONDS} s after bash exited "
+                    "(a process left the job's process group); output may be incomplete"
+                )
+        except asyncio.CancelledError:
+            _kill_group(pgid, job_id)
+            logger.warning("job %s: cancelled; killed process group %d", job_id, pgid)
+            # Let bash be reaped while the loop still runs; bounded in case we are
+            # cancelled again or the kernel is slow.
+            await asyncio.wait({proto.exited}, timeout=EXIT_GRACE_SECONDS)
+            raise
+
+        if killed_for:
+            return self.result(killed_for, proto=proto)
+        if proto.stdout_total > max_bytes:
+            # The job ended before we could kill it, but its output was still cut.
+            reason = f"output larger than {max_bytes} bytes"
+            return self.result(reason, exit_code=returncode, proto=proto)
+        if returncode is None or returncode < 0:
+            return self.result(f"killed by signal {_signal_name(returncode)}", proto=proto)
+        if returncode != 0:
+            return self.result(f"exit code {returncode}", exit_code=returncode, proto=proto)
+        outputs, reason = self._parse(bytes(proto.stdout))
+        return self.result(reason, outputs=outputs, exit_code=returncode, proto=proto)
+
+    def _parse(self, raw: bytes) -> tuple[dict[str, str], str]:
+        """The declared outputs from standard output, or why there are none."""
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            preview = _preview(raw.decode("utf-8", errors="replace"))
+            return {}, f"standard output is not a JSON object (not valid UTF-8): {preview}"
+        try:
+            document = json.loads(text)
+        except ValueError:
+            document = None
+        if not isinstance(document, dict):
+            return {}, f"standard output is not a JSON object: {_preview(text)}"
+        missing = [name for name in self.spec.outputs if name not in document]
+        if len(missing) == 1:
+            return {}, f"declared output {missing[0]!r} missing from the JSON object"
+        if missing:
+            names = ", ".join(repr(n) for n in missing)
+            return {}, f"declared outputs {names} missing from the JSON object"
+        for key in document:
+            if key not in self.spec.outputs:
+                self.warn(f"undeclared output {key!r} ignored")
+        return {name: _stringify(document[name]) for name in self.spec.outputs}, ""
+
+
+def _signal_name(returncode: int | None) -> str:
+    if returncode is None:
+        return "(unknown)"
+    try:
+        return signal.Signals(-returncode).name
+    except ValueError:
+        return str(-returncode)

@@ -1,0 +1,232 @@
+"""The agent role: binds the pure handlers to the shell, and runs jobs in slots."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from caroni.agent import handlers
+from caroni.agent.jobtypes import JobTypeSpec
+from caroni.agent.model import AgentJob, JobStatus, Load, OfferState, Policy
+from caroni.agent.runner import JobResult, run_job
+from caroni.agent.store import AgentStore
+from caroni.errors import SetAside
+from caroni.node.runtime import Incoming, Tx
+from caroni.protocol import FULFILLMENT_KEY
+
+if TYPE_CHECKING:
+    from caroni.node.runtime import Node
+
+log = logging.getLogger("caroni.agent")
+
+
+class AgentRole:
+    """Offers its job types, holds jobs until their inputs arrive, runs them in slots."""
+
+    name = "agent"
+
+    def __init__(self, policy: Policy, workdir: Path) -> None:
+        self.policy = policy
+        self.workdir = workdir
+        self.store = AgentStore()
+        # Replaced whole (never mutated) so the database thread always sees a
+        # consistent catalogue while the event loop installs an edit.
+        self.catalogue: dict[str, JobTypeSpec] = {}
+        self._node: Node | None = None
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._wake = asyncio.Event()
+        self._scheduler: asyncio.Task[None] | None = None
+
+    # --- life cycle -------------------------------------------------------------------
+
+    async def start(self, node: Node) -> None:
+        """Load the catalogue, requeue jobs a crash interrupted, start the scheduler."""
+        self._node = node
+        await node.transact(self._recover)
+        self._scheduler = asyncio.create_task(self._schedule_loop())
+        self._wake.set()
+
+    async def stop(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.cancel()
+        tasks = list(self._running.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._scheduler is not None:
+            await asyncio.gather(self._scheduler, return_exceptions=True)
+
+    def _recover(self, tx: Tx) -> None:
+        self.catalogue = self.store.job_types(tx.conn)
+        for job_uuid in self.store.job_uuids_with_status(tx.conn, JobStatus.RUNNING):
+            job = self.store.job(tx.conn, job_uuid)
+            assert job is not None
+            # The body was cut off by a stop or crash: run it again from the start.
+            job.set_status(JobStatus.QUEUED, tx.now, "requeued: the agent stopped while it ran")
+            self.store.save_job(tx.conn, job)
+
+    async def put_job_type(self, spec: JobTypeSpec) -> None:
+        """Add or replace a job type; the next job that starts uses the new body."""
+        assert self._node is not None
+
+        def write(tx: Tx) -> None:
+            self.store.put_job_type(tx.conn, spec, tx.now)
+            tx.after_commit(lambda: self._install(spec))
+
+        await self._node.transact(write)
+
+    def _install(self, spec: JobTypeSpec) -> None:
+        self.catalogue = {**self.catalogue, spec.name: spec}
+
+    # --- messages -----------------------------------------------------------------------
+
+    def bindings(self, own_key: str) -> list[str]:
+        return [FULFILLMENT_KEY, own_key]
+
+    def handle(self, tx: Tx, incoming: Incoming) -> None:
+        kind = incoming.type_name
+        msg = incoming.message
+        if kind == "JobFulfillmentRequest":
+            offer, send = handlers.on_request(
+                msg,
+                incoming.reply_to,
+                catalogue=self.catalogue,
+                load=self._load(tx),
+                policy=self.policy,
+                node_uuid=tx.node_uuid,
+                now=tx.now,
+            )
+            if offer is not None:
+                self.store.add_offer(tx.conn, offer)
+            tx.send(send.to, send.message)
+        elif kind == "JobFulfillmentOfferAccept":
+            self._accept(tx, incoming)
+        elif kind == "JobFulfillmentOfferReject":
+            offer = self.store.offer(tx.conn, uuid.UUID(bytes=msg.offer_uuid).hex)
+            if offer is not None and offer.state == OfferState.OPEN:
+                offer.state = OfferState.REJECTED
+                self.store.update_offer(tx.conn, offer)
+        elif kind == "JobStatusRequest":
+            tx.send_all([handlers.status_update(self._owned_job(tx, incoming))])
+        elif kind == "JobDataAvailable":
+            job = self._owned_job(tx, incoming)
+            tx.send_all(handlers.on_data(job, msg, tx.now))
+            self.store.save_job(tx.conn, job)
+            if job.status == JobStatus.QUEUED:
+                tx.after_commit(self._wake.set)
+        elif kind == "JobKill":
+            job = self._owned_job(tx, incoming)
+            tx.send_all(handlers.on_kill(job, msg, tx.now))
+            self.store.save_job(tx.conn, job)
+            tx.after_commit(lambda: self._cancel(job.job_uuid))
+        else:
+            raise SetAside(f"an agent does not handle {kind}")
+
+    def _accept(self, tx: Tx, incoming: Incoming) -> None:
+        offer_uuid = uuid.UUID(bytes=incoming.message.offer_uuid).hex
+        offer = self.store.offer(tx.conn, offer_uuid)
+        if offer is None:
+            raise SetAside(f"accept for offer {offer_uuid}, which this agent never made")
+        existing = self.store.job(tx.conn, offer.job_uuid) if offer.job_uuid else None
+        try:
+            job, sends = handlers.on_accept(offer, existing, incoming.reply_to, tx.now)
+        except handlers.OfferUnavailable as exc:
+            raise SetAside(str(exc)) from exc
+        if job is not None:
+            self.store.save_job(tx.conn, job, new=True)
+            self.store.update_offer(tx.conn, offer)
+            if job.status == JobStatus.QUEUED:
+                tx.after_commit(self._wake.set)
+        tx.send_all(sends)
+
+    def _owned_job(self, tx: Tx, incoming: Incoming) -> AgentJob:
+        """The job a message names, if the sender is the manager that owns it."""
+        job_uuid = uuid.UUID(bytes=incoming.message.job_uuid).hex
+        job = self.store.job(tx.conn, job_uuid)
+        if job is None:
+            raise SetAside(
+                f"{incoming.type_name} for job {job_uuid}, which this agent does not hold"
+            )
+        if incoming.reply_to != job.manager_key:
+            raise SetAside(
+                f"{incoming.type_name} for job {job_uuid} from {incoming.reply_to!r}, "
+                f"but it belongs to {job.manager_key!r}"
+            )
+        return job
+
+    def _load(self, tx: Tx) -> Load:
+        counts = self.store.count_by_status(tx.conn)
+        reserved = sum(counts.get(str(s), 0) for s in (JobStatus.PENDING, JobStatus.QUEUED))
+        return Load(
+            running=counts.get(str(JobStatus.RUNNING), 0),
+            reserved=reserved + self.store.open_offers(tx.conn),
+        )
+
+    def tick(self, tx: Tx) -> float | None:
+        self.store.expire_offers(tx.conn, tx.now)
+        return self.store.next_offer_expiry(tx.conn)
+
+    # --- running jobs -------------------------------------------------------------------
+
+    async def _schedule_loop(self) -> None:
+        assert self._node is not None
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            free = self.policy.slots - len(self._running)
+            if free <= 0:
+                continue
+            try:
+                claimed = await self._node.transact(functools.partial(self._claim, free=free))
+            except Exception:
+                log.exception("could not claim queued jobs; retrying")
+                await asyncio.sleep(1.0)
+                self._wake.set()
+                continue
+            for job, spec in claimed:
+                task = asyncio.create_task(self._run(job, spec))
+                self._running[job.job_uuid] = task
+
+    def _claim(self, tx: Tx, free: int) -> list[tuple[AgentJob, JobTypeSpec]]:
+        """Mark the next ready jobs running (oldest ready first)."""
+        claimed = []
+        for job in self.store.next_ready(tx.conn, free):
+            spec = self.catalogue.get(job.job_type)
+            if spec is None:
+                job.reason = f"job type {job.job_type!r} no longer exists on this agent"
+                job.set_status(JobStatus.FAILED, tx.now, job.reason)
+                tx.send_all([handlers.status_update(job)])
+            else:
+                tx.send_all(handlers.job_started(job, tx.now))
+                claimed.append((job, spec))
+            self.store.save_job(tx.conn, job)
+        return claimed
+
+    async def _run(self, job: AgentJob, spec: JobTypeSpec) -> None:
+        assert self._node is not None
+        try:
+            result = await run_job(spec, job.inputs, workdir_root=self.workdir, job_id=job.job_uuid)
+        except asyncio.CancelledError:
+            self._running.pop(job.job_uuid, None)
+            self._wake.set()
+            raise
+        self._running.pop(job.job_uuid, None)
+        self._wake.set()
+        log.info("job %s (%s) %s", job.job_uuid, spec.name, "ok" if result.ok else result.reason)
+        await self._node.transact(lambda tx: self._finish(tx, job.job_uuid, result))
+
+    def _finish(self, tx: Tx, job_uuid: str, result: JobResult) -> None:
+        job = self.store.job(tx.conn, job_uuid)
+        if job is None:
+            return
+        tx.send_all(handlers.job_finished(job, result, tx.now))
+        self.store.save_job(tx.conn, job)
+
+    def _cancel(self, job_uuid: str) -> None:
+        task = self._running.get(job_uuid)
+        if task is not None:
+            task.cancel()

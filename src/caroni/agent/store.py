@@ -1,0 +1,123 @@
+"""Reading and writing the agent's rows: job types, offers and jobs."""
+
+from __future__ import annotations
+
+import json
+
+from sqlalchemy import Connection, delete, func, insert, select, update
+
+from caroni.agent.jobtypes import JobTypeSpec, job_type_from_dict
+from caroni.agent.model import AgentJob, JobStatus, Offer, OfferState
+from caroni.store.tables import job_types, jobs, offers
+
+_RESERVING = (JobStatus.PENDING, JobStatus.QUEUED)
+
+
+class AgentStore:
+    # --- job types ----------------------------------------------------------------------
+
+    def put_job_type(self, conn: Connection, spec: JobTypeSpec, now: float) -> None:
+        text = json.dumps(spec.to_dict())
+        conn.execute(delete(job_types).where(job_types.c.name == spec.name))
+        conn.execute(insert(job_types).values(name=spec.name, spec=text, updated_at=now))
+
+    def job_types(self, conn: Connection) -> dict[str, JobTypeSpec]:
+        rows = conn.execute(select(job_types.c.spec).order_by(job_types.c.name)).scalars()
+        specs = [job_type_from_dict(json.loads(text)) for text in rows]
+        return {spec.name: spec for spec in specs}
+
+    # --- offers -------------------------------------------------------------------------
+
+    def add_offer(self, conn: Connection, offer: Offer) -> None:
+        conn.execute(
+            insert(offers).values(
+                offer_uuid=offer.offer_uuid,
+                request_uuid=offer.request_uuid,
+                job_type=offer.job_type,
+                manager_key=offer.manager_key,
+                parameters=json.dumps(offer.parameters),
+                state=str(offer.state),
+                job_uuid=offer.job_uuid,
+                created_at=offer.created_at,
+                expires_at=offer.expires_at,
+            )
+        )
+
+    def offer(self, conn: Connection, offer_uuid: str) -> Offer | None:
+        row = conn.execute(select(offers).where(offers.c.offer_uuid == offer_uuid)).first()
+        if row is None:
+            return None
+        return Offer(
+            offer_uuid=row.offer_uuid,
+            request_uuid=row.request_uuid,
+            job_type=row.job_type,
+            manager_key=row.manager_key,
+            parameters=json.loads(row.parameters),
+            state=OfferState(row.state),
+            created_at=row.created_at,
+            expires_at=row.expires_at,
+            job_uuid=row.job_uuid,
+        )
+
+    def update_offer(self, conn: Connection, offer: Offer) -> None:
+        conn.execute(
+            update(offers)
+            .where(offers.c.offer_uuid == offer.offer_uuid)
+            .values(state=str(offer.state), job_uuid=offer.job_uuid)
+        )
+
+    def expire_offers(self, conn: Connection, now: float) -> int:
+        result = conn.execute(
+            update(offers)
+            .where(offers.c.state == str(OfferState.OPEN), offers.c.expires_at < now)
+            .values(state=str(OfferState.EXPIRED))
+        )
+        return result.rowcount or 0
+
+    def next_offer_expiry(self, conn: Connection) -> float | None:
+        query = select(func.min(offers.c.expires_at)).where(offers.c.state == str(OfferState.OPEN))
+        return conn.execute(query).scalar_one_or_none()
+
+    # --- jobs ---------------------------------------------------------------------------
+
+    def job(self, conn: Connection, job_uuid: str) -> AgentJob | None:
+        doc = conn.execute(select(jobs.c.doc).where(jobs.c.job_uuid == job_uuid)).scalar()
+        return None if doc is None else AgentJob.model_validate_json(doc)
+
+    def save_job(self, conn: Connection, job: AgentJob, *, new: bool = False) -> None:
+        values = {
+            "job_type": job.job_type,
+            "manager_key": job.manager_key,
+            "status": str(job.status),
+            "ready_at": job.ready_at,
+            "updated_at": job.updated_at,
+            "doc": job.model_dump_json(),
+        }
+        if new:
+            conn.execute(
+                insert(jobs).values(job_uuid=job.job_uuid, created_at=job.created_at, **values)
+            )
+        else:
+            conn.execute(update(jobs).where(jobs.c.job_uuid == job.job_uuid).values(**values))
+
+    def count_by_status(self, conn: Connection) -> dict[str, int]:
+        query = select(jobs.c.status, func.count()).group_by(jobs.c.status)
+        return {status: count for status, count in conn.execute(query).all()}
+
+    def open_offers(self, conn: Connection) -> int:
+        query = select(func.count()).where(offers.c.state == str(OfferState.OPEN))
+        return conn.execute(query).scalar_one()
+
+    def next_ready(self, conn: Connection, limit: int) -> list[AgentJob]:
+        """Queued jobs in the order they became ready (first ready, first run)."""
+        query = (
+            select(jobs.c.doc)
+            .where(jobs.c.status == str(JobStatus.QUEUED))
+            .order_by(jobs.c.ready_at)
+            .limit(limit)
+        )
+        return [AgentJob.model_validate_json(doc) for doc in conn.execute(query).scalars()]
+
+    def job_uuids_with_status(self, conn: Connection, status: JobStatus) -> list[str]:
+        query = select(jobs.c.job_uuid).where(jobs.c.status == str(status))
+        return list(conn.execute(query).scalars())

@@ -1,0 +1,1 @@
+"""Tests of the agent: job type definitions and the job runner."""
