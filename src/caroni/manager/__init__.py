@@ -1,0 +1,1 @@
+"""The workflow manager: templates, workflow expansion and job bookkeeping."""

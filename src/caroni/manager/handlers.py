@@ -1,0 +1,465 @@
+"""The manager's protocol, as pure functions of (workflow, message) -> messages to send.
+
+Nothing here does I/O: each function changes the workflow aggregate it is given
+and returns the messages to publish. The service shell loads and stores the
+aggregate and writes the messages to the outbox in one transaction.
+
+Every handler is idempotent: applying the same message twice leaves the workflow
+as applying it once did (an offer for an attempt that already accepted one is
+rejected, data already recorded is not forwarded again, and so on).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+
+from caroni.errors import SetAside
+from caroni.manager.model import (
+    Attempt,
+    AttemptState,
+    Dataflow,
+    Step,
+    StepState,
+    Workflow,
+    WorkflowState,
+)
+from caroni.manager.templates import Template
+from caroni.node.runtime import Send
+from caroni.protocol import FULFILLMENT_KEY, pb
+
+DEFAULT_MAX_ATTEMPTS = 5
+
+_STATUS_TO_ATTEMPT = {
+    pb.JOB_STATUS_PENDING: AttemptState.PENDING,
+    pb.JOB_STATUS_QUEUED: AttemptState.QUEUED,
+    pb.JOB_STATUS_RUNNING: AttemptState.RUNNING,
+    pb.JOB_STATUS_PAUSED: AttemptState.QUEUED,
+}
+
+
+def hex_of(raw: bytes) -> str:
+    return uuid.UUID(bytes=raw).hex
+
+
+def raw_of(key: str) -> bytes:
+    return uuid.UUID(hex=key).bytes
+
+
+# --- creating ------------------------------------------------------------------------
+
+
+def refusal_reason(template: Template | None, template_name: str, inputs: Mapping[str, str]) -> str:
+    """Why a workflow cannot start from these inputs, or "" when it can."""
+    if template is None:
+        return f"unknown template {template_name!r}"
+    missing = [name for name in template.inputs if name not in inputs]
+    unknown = [name for name in inputs if name not in template.inputs]
+    problems = []
+    if missing:
+        problems.append("missing input(s): " + ", ".join(missing))
+    if unknown:
+        problems.append("unknown input(s): " + ", ".join(unknown))
+    if problems:
+        expected = ", ".join(template.inputs) or "none"
+        return f"{'; '.join(problems)} (template {template_name!r} takes: {expected})"
+    return ""
+
+
+def create_workflow(
+    template: Template | None,
+    *,
+    workflow_id: str,
+    template_name: str,
+    name: str,
+    inputs: Mapping[str, str],
+    submitter: str,
+    max_attempts: int,
+    now: float,
+) -> tuple[Workflow, list[Send]]:
+    """A new workflow with every step requested; or a failed one saying why it was refused."""
+    workflow = Workflow(
+        id=workflow_id,
+        name=name,
+        template_name=template_name,
+        submitter=submitter,
+        inputs=dict(inputs),
+        max_attempts=max_attempts if max_attempts > 0 else DEFAULT_MAX_ATTEMPTS,
+        created_at=now,
+        updated_at=now,
+    )
+    reason = refusal_reason(template, template_name, inputs)
+    if reason or template is None:
+        return workflow, finish(workflow, WorkflowState.FAILED, f"refused: {reason}", now)
+    workflow.output_names = list(template.outputs)
+    for spec in template.steps.values():
+        workflow.steps[spec.name] = Step(
+            name=spec.name,
+            job_type=spec.job_type,
+            inputs={key: str(source) for key, source in spec.inputs.items()},
+            outputs=list(spec.outputs),
+        )
+        for input_name, source in spec.inputs.items():
+            workflow.dataflows.append(
+                Dataflow(source=str(source), target_step=spec.name, target_name=input_name)
+            )
+    for output_name, source in template.outputs.items():
+        workflow.dataflows.append(
+            Dataflow(source=str(source), target_step=None, target_name=output_name)
+        )
+    for flow in workflow.dataflows:
+        if flow.source in workflow.inputs:
+            flow.value = workflow.inputs[flow.source]
+    workflow.state = WorkflowState.RUNNING
+    sends = [_request(workflow, step, now) for step in workflow.steps.values()]
+    sends += _record_outputs(workflow, now)
+    return workflow, sends
+
+
+def _request(workflow: Workflow, step: Step, now: float) -> Send:
+    """Start a new attempt of ``step`` by broadcasting a fulfillment request."""
+    attempt = Attempt(
+        number=len(step.attempts) + 1,
+        request_uuid=uuid.uuid4().hex,
+        requested_at=now,
+        updated_at=now,
+    )
+    step.attempts.append(attempt)
+    step.state = StepState.WAITING
+    return Send(FULFILLMENT_KEY, request_message(step, attempt))
+
+
+def request_message(step: Step, attempt: Attempt) -> pb.JobFulfillmentRequest:
+    return pb.JobFulfillmentRequest(
+        request_uuid=raw_of(attempt.request_uuid),
+        job_type_name=step.job_type,
+        parameters=[pb.JobParameter(key=name, value="") for name in step.inputs],
+    )
+
+
+# --- negotiating ---------------------------------------------------------------------
+
+
+def on_offer(
+    workflow: Workflow, msg: pb.JobFulfillmentOffer, reply_to: str, now: float
+) -> list[Send]:
+    """Take the first offer for a live request; politely reject every other one."""
+    found = workflow.find_attempt(hex_of(msg.request_uuid))
+    offer_uuid = hex_of(msg.offer_uuid)
+    if found is None:
+        raise SetAside("offer for a request this workflow does not have")
+    step, attempt = found
+    if attempt.offer_uuid == offer_uuid:
+        # The same offer again (a redelivery or a repeated accept): say yes again.
+        return [Send(reply_to, _accept(attempt))] if attempt.state == AttemptState.ACCEPTING else []
+    if (
+        workflow.state.finished
+        or attempt is not step.current
+        or attempt.state != AttemptState.REQUESTING
+    ):
+        reject = pb.JobFulfillmentOfferReject(
+            request_uuid=msg.request_uuid,
+            offer_uuid=msg.offer_uuid,
+            reject_message="request already served",
+        )
+        return [Send(reply_to, reject)]
+    attempt.state = AttemptState.ACCEPTING
+    attempt.offer_uuid = offer_uuid
+    attempt.agent_key = reply_to
+    attempt.agent_site = msg.site.site_identifier if msg.HasField("site") else ""
+    attempt.updated_at = now
+    workflow.updated_at = now
+    return [Send(reply_to, _accept(attempt))]
+
+
+def _accept(attempt: Attempt) -> pb.JobFulfillmentOfferAccept:
+    assert attempt.offer_uuid is not None
+    return pb.JobFulfillmentOfferAccept(
+        request_uuid=raw_of(attempt.request_uuid),
+        offer_uuid=raw_of(attempt.offer_uuid),
+        accept_message="accepted",
+    )
+
+
+def on_decline(
+    workflow: Workflow, msg: pb.JobFulfillmentDecline, reply_to: str, now: float
+) -> list[Send]:
+    found = workflow.find_attempt(hex_of(msg.request_uuid))
+    if found is None:
+        raise SetAside("decline for a request this workflow does not have")
+    _, attempt = found
+    attempt.declines += 1
+    if attempt.state == AttemptState.REQUESTING:
+        attempt.status_info = msg.decline_message
+    return []
+
+
+def on_job_accepted(
+    workflow: Workflow, msg: pb.JobAccepted, reply_to: str, now: float
+) -> list[Send]:
+    found = workflow.find_attempt(hex_of(msg.offer_uuid))
+    if found is None:
+        raise SetAside("JobAccepted for an offer this workflow did not accept")
+    step, attempt = found
+    _check_sender(attempt, reply_to)
+    job_uuid = hex_of(msg.job_uuid)
+    if attempt.job_uuid is not None:
+        if attempt.job_uuid != job_uuid:
+            raise SetAside(f"second job {job_uuid} for offer {attempt.offer_uuid}")
+        return []  # duplicate
+    attempt.job_uuid = job_uuid
+    if (
+        attempt.state != AttemptState.ACCEPTING
+        or attempt is not step.current
+        or workflow.state.finished
+    ):
+        # We gave up on this attempt meanwhile: the job must not run.
+        return [Send(reply_to, pb.JobKill(job_uuid=msg.job_uuid, kill_info="no longer wanted"))]
+    attempt.state = AttemptState.PENDING
+    attempt.updated_at = now
+    step.state = StepState.PLACED
+    workflow.updated_at = now
+    sends = [Send(reply_to, pb.JobStatusRequest(job_uuid=msg.job_uuid))]
+    if not workflow.placed and all(
+        s.current and s.current.job_uuid for s in workflow.steps.values()
+    ):
+        workflow.placed = True
+    return sends + _deliver_data(workflow)
+
+
+def _check_sender(attempt: Attempt, reply_to: str) -> None:
+    """Only the agent holding a job may speak for it."""
+    if attempt.agent_key is not None and reply_to != attempt.agent_key:
+        raise SetAside(
+            f"message about attempt {attempt.number} from {reply_to!r}, "
+            f"but its agent is {attempt.agent_key!r}"
+        )
+
+
+# --- running ------------------------------------------------------------------------
+
+
+def on_status_update(
+    workflow: Workflow, msg: pb.JobStatusUpdate, reply_to: str, now: float
+) -> list[Send]:
+    step, attempt = _job_attempt(workflow, msg.job_uuid, reply_to)
+    if not attempt.state.live or attempt is not step.current or workflow.state.finished:
+        return []  # late news about a job we no longer follow
+    attempt.status_info = msg.status_info
+    attempt.updated_at = now
+    workflow.updated_at = now
+    if msg.job_status == pb.JOB_STATUS_FAILED:
+        return _attempt_failed(workflow, step, attempt, msg.status_info or "job failed", now)
+    if msg.job_status == pb.JOB_STATUS_COMPLETED:
+        attempt.completed_seen = True
+        return _maybe_complete_step(workflow, step, attempt, now)
+    new_state = _STATUS_TO_ATTEMPT.get(msg.job_status)
+    if new_state is not None and attempt.state != AttemptState.COMPLETED:
+        attempt.state = new_state
+        if new_state == AttemptState.RUNNING:
+            step.state = StepState.RUNNING
+    return []
+
+
+def on_data(workflow: Workflow, msg: pb.JobDataAvailable, reply_to: str, now: float) -> list[Send]:
+    """Outputs of a job: record them, forward them downstream, maybe finish the step."""
+    step, attempt = _job_attempt(workflow, msg.job_uuid, reply_to)
+    if not attempt.state.live or attempt is not step.current or workflow.state.finished:
+        return []
+    for parameter in msg.parameters:
+        if parameter.key not in step.outputs:
+            continue  # an output the template does not use
+        attempt.outputs.setdefault(parameter.key, parameter.value)
+    attempt.updated_at = now
+    workflow.updated_at = now
+    return _maybe_complete_step(workflow, step, attempt, now)
+
+
+def _job_attempt(workflow: Workflow, job_uuid: bytes, reply_to: str) -> tuple[Step, Attempt]:
+    found = workflow.find_attempt(hex_of(job_uuid))
+    if found is None or found[1].job_uuid != hex_of(job_uuid):
+        raise SetAside("message about a job this workflow does not have")
+    _check_sender(found[1], reply_to)
+    return found
+
+
+def _maybe_complete_step(
+    workflow: Workflow, step: Step, attempt: Attempt, now: float
+) -> list[Send]:
+    if not attempt.completed_seen or any(name not in attempt.outputs for name in step.outputs):
+        return []
+    attempt.state = AttemptState.COMPLETED
+    step.state = StepState.COMPLETED
+    for flow in workflow.dataflows:
+        producer, _, output = flow.source.partition("/")
+        if producer == step.name and flow.value is None:
+            flow.value = attempt.outputs[output]
+    return _deliver_data(workflow) + _record_outputs(workflow, now)
+
+
+def _attempt_failed(
+    workflow: Workflow, step: Step, attempt: Attempt, reason: str, now: float
+) -> list[Send]:
+    attempt.state = AttemptState.FAILED
+    attempt.reason = reason
+    if len(step.attempts) < workflow.max_attempts:
+        return [_request(workflow, step, now)]
+    step.state = StepState.FAILED
+    step.reason = reason
+    why = f"step {step.name!r} failed after {len(step.attempts)} attempts: {reason}"
+    return finish(workflow, WorkflowState.FAILED, why, now)
+
+
+def _deliver_data(workflow: Workflow) -> list[Send]:
+    """Send every known value to its consumer's current job, once per job.
+
+    Nothing flows until every step has had a job (``placed``), as peers expect; a
+    replacement job gets again everything its step had been given.
+    """
+    if not workflow.placed or workflow.state.finished:
+        return []
+    by_job: dict[str, tuple[Attempt, list[pb.JobParameter]]] = {}
+    for flow in workflow.dataflows:
+        if flow.value is None or flow.target_step is None:
+            continue
+        current = workflow.steps[flow.target_step].current
+        if current is None or current.job_uuid is None or not current.state.live:
+            continue
+        if current.state == AttemptState.ACCEPTING or flow.delivered_to == current.job_uuid:
+            continue
+        flow.delivered_to = current.job_uuid
+        entry = by_job.setdefault(current.job_uuid, (current, []))
+        entry[1].append(pb.JobParameter(key=flow.target_name, value=flow.value))
+    sends = []
+    for job_uuid, (attempt, parameters) in by_job.items():
+        assert attempt.agent_key is not None
+        message = pb.JobDataAvailable(job_uuid=raw_of(job_uuid), parameters=parameters)
+        sends.append(Send(attempt.agent_key, message))
+    return sends
+
+
+def _record_outputs(workflow: Workflow, now: float) -> list[Send]:
+    for flow in workflow.dataflows:
+        if flow.target_step is None and flow.value is not None:
+            workflow.outputs[flow.target_name] = flow.value
+    done = all(step.state == StepState.COMPLETED for step in workflow.steps.values())
+    if done and all(name in workflow.outputs for name in workflow.output_names):
+        return finish(workflow, WorkflowState.COMPLETED, "", now)
+    return []
+
+
+# --- ending ---------------------------------------------------------------------------
+
+
+def finish(workflow: Workflow, state: WorkflowState, reason: str, now: float) -> list[Send]:
+    """End the workflow: kill what still runs for it and tell the submitter."""
+    if workflow.state.finished:
+        return []
+    workflow.state = state
+    workflow.reason = reason
+    workflow.updated_at = now
+    workflow.finished_at = now
+    sends: list[Send] = []
+    for step in workflow.steps.values():
+        current = step.current
+        if current is not None and current.state.live:
+            if current.job_uuid and current.agent_key:
+                kill = pb.JobKill(job_uuid=raw_of(current.job_uuid), kill_info=f"workflow {state}")
+                sends.append(Send(current.agent_key, kill))
+            current.state = AttemptState.ABANDONED
+            if step.state != StepState.FAILED:
+                step.state = StepState.CANCELLED
+    if workflow.submitter.startswith("wf.client."):
+        sends.append(Send(workflow.submitter, status_message(workflow)))
+    return sends
+
+
+def cancel(workflow: Workflow, reason: str, now: float) -> list[Send]:
+    return finish(workflow, WorkflowState.CANCELLED, reason or "cancelled", now)
+
+
+def status_message(workflow: Workflow) -> pb.WorkFlowStatus:
+    """The workflow as our own clients (``caroni submit --wait``, ``status``) see it."""
+    steps = []
+    for step in workflow.steps.values():
+        current = step.current
+        steps.append(
+            pb.StepStatus(
+                step_name=step.name,
+                job_type_name=step.job_type,
+                state=str(step.state),
+                attempts=len(step.attempts),
+                agent=(current.agent_site or current.agent_key or "") if current else "",
+                reason=step.reason or (current.reason if current else ""),
+            )
+        )
+    return pb.WorkFlowStatus(
+        workflow_uuid=raw_of(workflow.id),
+        state=str(workflow.state),
+        reason=workflow.reason,
+        outputs=[pb.WorkFlowInput(key=k, value=v) for k, v in workflow.outputs.items()],
+        wf_name=workflow.name,
+        template_name=workflow.template_name,
+        steps=steps,
+    )
+
+
+# --- timers ---------------------------------------------------------------------------
+
+REBROADCAST_FIRST = 2.0  # seconds before a request with no offer is broadcast again
+REBROADCAST_MAX = 60.0  # the backoff doubles up to this
+ACCEPT_TIMEOUT = 60.0  # an accepted offer must become a job within this
+STALLED_AFTER = 10.0  # a request waiting this long marks the workflow stalled
+
+
+def _rebroadcast_at(attempt: Attempt) -> float:
+    delay = min(REBROADCAST_FIRST * 2 ** (attempt.broadcasts - 1), REBROADCAST_MAX)
+    return attempt.updated_at + delay
+
+
+def next_wake(workflow: Workflow) -> float | None:
+    """When this workflow's earliest timer is due (stored, so timers survive restarts)."""
+    if workflow.state.finished:
+        return None
+    due: list[float] = []
+    for step in workflow.steps.values():
+        current = step.current
+        if current is None:
+            continue
+        if current.state == AttemptState.REQUESTING:
+            due.append(_rebroadcast_at(current))
+        elif current.state == AttemptState.ACCEPTING:
+            due.append(current.updated_at + ACCEPT_TIMEOUT)
+    return min(due) if due else None
+
+
+def on_tick(workflow: Workflow, now: float) -> list[Send]:
+    """Fire due timers: broadcast unanswered requests again, replace lost acceptances."""
+    if workflow.state.finished:
+        return []
+    sends: list[Send] = []
+    waiting: list[str] = []
+    for step in workflow.steps.values():
+        current = step.current
+        if current is None:
+            continue
+        if current.state == AttemptState.REQUESTING:
+            if now >= _rebroadcast_at(current):
+                current.broadcasts += 1
+                current.updated_at = now
+                sends.append(Send(FULFILLMENT_KEY, request_message(step, current)))
+            if now - current.requested_at >= STALLED_AFTER:
+                waiting.append(step.job_type)
+        elif current.state == AttemptState.ACCEPTING and now >= current.updated_at + ACCEPT_TIMEOUT:
+            # The agent never confirmed: forget that offer and ask everyone again.
+            current.state = AttemptState.ABANDONED
+            current.reason = "no JobAccepted after the offer was accepted"
+            sends.append(_request(workflow, step, now))
+    if waiting:
+        workflow.state = WorkflowState.STALLED
+        workflow.reason = "waiting for an agent offering " + ", ".join(sorted(set(waiting)))
+    elif workflow.state == WorkflowState.STALLED:
+        workflow.state = WorkflowState.RUNNING
+        workflow.reason = ""
+    workflow.updated_at = now if sends else workflow.updated_at
+    return sends

@@ -1,0 +1,157 @@
+"""The manager's workflow aggregate: everything one workflow is, as plain data.
+
+A workflow owns its steps; a step owns its attempts (one request, at most one
+accepted offer and one job each); dataflows carry values from workflow inputs and
+step outputs to step inputs and workflow outputs. Every message the manager
+receives changes exactly one workflow, so the aggregate is loaded, changed by a
+pure handler (:mod:`caroni.manager.handlers`) and stored back whole.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+
+
+class WorkflowState(StrEnum):
+    CREATED = "created"
+    RUNNING = "running"
+    STALLED = "stalled"  # some step has waited long for an agent to offer
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (WorkflowState.COMPLETED, WorkflowState.FAILED, WorkflowState.CANCELLED)
+
+
+class AttemptState(StrEnum):
+    REQUESTING = "requesting"  # request broadcast, no offer accepted yet
+    ACCEPTING = "accepting"  # offer accepted, waiting for JobAccepted
+    PENDING = "pending"  # job created on the agent, waiting for its inputs
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    ABANDONED = "abandoned"  # given up by the manager (cancel, lease expired)
+
+    @property
+    def live(self) -> bool:
+        return self not in (AttemptState.COMPLETED, AttemptState.FAILED, AttemptState.ABANDONED)
+
+    @property
+    def has_job(self) -> bool:
+        return self in (
+            AttemptState.PENDING,
+            AttemptState.QUEUED,
+            AttemptState.RUNNING,
+            AttemptState.COMPLETED,
+        )
+
+
+class Attempt(BaseModel):
+    """One try at a step: a request, the offer taken, and the job it became."""
+
+    number: int
+    request_uuid: str
+    state: AttemptState = AttemptState.REQUESTING
+    requested_at: float
+    updated_at: float
+    broadcasts: int = 1
+    declines: int = 0
+    offer_uuid: str | None = None
+    agent_key: str | None = None
+    agent_site: str = ""
+    job_uuid: str | None = None
+    status_info: str = ""
+    reason: str = ""
+    outputs: dict[str, str] = Field(default_factory=dict)
+    completed_seen: bool = False  # the agent said COMPLETED (outputs may still be in flight)
+
+
+class StepState(StrEnum):
+    WAITING = "waiting"  # for an agent's offer
+    PLACED = "placed"  # a job exists for the current attempt
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class Step(BaseModel):
+    name: str
+    job_type: str
+    inputs: dict[str, str]  # input name -> source ("start_message" or "step1/jobout")
+    outputs: list[str]
+    state: StepState = StepState.WAITING
+    attempts: list[Attempt] = Field(default_factory=list)
+    reason: str = ""
+
+    @property
+    def current(self) -> Attempt | None:
+        return self.attempts[-1] if self.attempts else None
+
+
+class Dataflow(BaseModel):
+    """A value travelling from a source to one consumer (a step input or workflow output)."""
+
+    source: str  # "start_message" (workflow input) or "step1/jobout"
+    target_step: str | None  # None: the target is a workflow output
+    target_name: str  # step input name, or workflow output name
+    value: str | None = None
+    delivered_to: str | None = None  # job uuid the value was last sent to
+
+    @property
+    def target(self) -> str:
+        if self.target_step is None:
+            return f"output {self.target_name}"
+        return f"{self.target_step}/{self.target_name}"
+
+    @property
+    def state(self) -> str:
+        if self.value is None:
+            return "awaiting"
+        if self.target_step is None or self.delivered_to is not None:
+            return "delivered"
+        return "available"
+
+
+class Workflow(BaseModel):
+    id: str
+    name: str = ""
+    template_name: str
+    state: WorkflowState = WorkflowState.CREATED
+    reason: str = ""
+    submitter: str = ""  # reply_to of the WorkFlowCreate; told when the workflow ends
+    inputs: dict[str, str] = Field(default_factory=dict)
+    outputs: dict[str, str] = Field(default_factory=dict)
+    output_names: list[str] = Field(default_factory=list)
+    max_attempts: int = 5
+    steps: dict[str, Step] = Field(default_factory=dict)
+    dataflows: list[Dataflow] = Field(default_factory=list)
+    placed: bool = False  # every step has had a job: data may flow
+    created_at: float
+    updated_at: float
+    finished_at: float | None = None
+
+    def route_keys(self) -> set[str]:
+        """Every request, offer and job uuid that names this workflow."""
+        keys: set[str] = set()
+        for step in self.steps.values():
+            for attempt in step.attempts:
+                keys.add(attempt.request_uuid)
+                if attempt.offer_uuid:
+                    keys.add(attempt.offer_uuid)
+                if attempt.job_uuid:
+                    keys.add(attempt.job_uuid)
+        return keys
+
+    def find_attempt(self, key: str) -> tuple[Step, Attempt] | None:
+        """The step and attempt that a request, offer or job uuid (hex) belongs to."""
+        for step in self.steps.values():
+            for attempt in step.attempts:
+                if key in (attempt.request_uuid, attempt.offer_uuid, attempt.job_uuid):
+                    return step, attempt
+        return None

@@ -1,0 +1,141 @@
+"""The manager role: binds the pure handlers to the service shell."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+
+from caroni.errors import SetAside
+from caroni.manager import handlers
+from caroni.manager.model import Workflow
+from caroni.manager.store import Loaded, WorkflowStore
+from caroni.manager.templates import Template
+from caroni.node.runtime import Incoming, Send, Tx
+from caroni.protocol import pb
+
+log = logging.getLogger("caroni.manager")
+
+JobHandler = Callable[[Workflow, object, str, float], list[Send]]
+
+# Which uuid field of each message finds its workflow, and the handler to apply.
+_ROUTED: dict[str, tuple[str, JobHandler]] = {
+    "JobFulfillmentOffer": ("request_uuid", handlers.on_offer),  # type: ignore[dict-item]
+    "JobFulfillmentDecline": ("request_uuid", handlers.on_decline),  # type: ignore[dict-item]
+    "JobAccepted": ("offer_uuid", handlers.on_job_accepted),  # type: ignore[dict-item]
+    "JobStatusUpdate": ("job_uuid", handlers.on_status_update),  # type: ignore[dict-item]
+    "JobDataAvailable": ("job_uuid", handlers.on_data),  # type: ignore[dict-item]
+}
+
+
+class ManagerRole:
+    """Owns workflows: expands templates into steps and drives them to the end."""
+
+    name = "manager"
+
+    def __init__(self, default_max_attempts: int = handlers.DEFAULT_MAX_ATTEMPTS) -> None:
+        self.store = WorkflowStore()
+        self.default_max_attempts = default_max_attempts
+
+    def bindings(self, own_key: str) -> list[str]:
+        return [own_key]
+
+    def handle(self, tx: Tx, incoming: Incoming) -> None:
+        kind = incoming.type_name
+        msg = incoming.message
+        if kind in _ROUTED:
+            field, handler = _ROUTED[kind]
+            key = uuid.UUID(bytes=getattr(msg, field)).hex
+            loaded = self.store.load_by_key(tx.conn, key)
+            if loaded is None:
+                raise SetAside(f"{kind} names {field} {key}, which no workflow here has")
+            tx.send_all(handler(loaded.workflow, msg, incoming.reply_to, tx.now))
+            self.store.save(tx.conn, loaded)
+            _log_state(loaded.workflow, kind)
+        elif kind == "WorkFlowCreate":
+            self.create(tx, msg, incoming.reply_to)
+        elif kind == "WorkFlowStatusRequest":
+            # A question, not a change: an unknown id gets an answer saying so.
+            found = self._find(tx, msg.workflow_uuid)
+            answer = (
+                handlers.status_message(found.workflow)
+                if found is not None
+                else pb.WorkFlowStatus(
+                    workflow_uuid=msg.workflow_uuid, state="unknown", reason="no such workflow here"
+                )
+            )
+            tx.send(incoming.reply_to, answer)
+        elif kind == "WorkFlowCancel":
+            loaded = self._by_id(tx, msg.workflow_uuid)
+            tx.send_all(handlers.cancel(loaded.workflow, msg.reason, tx.now))
+            self.store.save(tx.conn, loaded)
+        else:
+            raise SetAside(f"a manager does not handle {kind}")
+
+    def create(self, tx: Tx, msg: pb.WorkFlowCreate, submitter: str) -> Workflow:
+        """Start a workflow (from a message, the CLI or the HTTP API); idempotent by id."""
+        if msg.workflow_uuid:
+            if len(msg.workflow_uuid) != 16:
+                raise SetAside("workflow_uuid must be 16 bytes")
+            workflow_id = uuid.UUID(bytes=msg.workflow_uuid).hex
+            existing = self.store.load(tx.conn, workflow_id)
+            if existing is not None:
+                return existing.workflow  # the same submission again
+        else:
+            workflow_id = uuid.uuid4().hex
+        inputs: dict[str, str] = {}
+        duplicated = []
+        for item in msg.inputs:
+            if item.key in inputs:
+                duplicated.append(item.key)
+            inputs[item.key] = item.value
+        template = self.store.get_template(tx.conn, msg.template_name)
+        workflow, sends = handlers.create_workflow(
+            template,
+            workflow_id=workflow_id,
+            template_name=msg.template_name,
+            name=msg.wf_name,
+            inputs=inputs,
+            submitter=submitter,
+            max_attempts=msg.max_attempts or self.default_max_attempts,
+            now=tx.now,
+        )
+        if duplicated and not workflow.state.finished:
+            sends = handlers.finish(
+                workflow,
+                handlers.WorkflowState.FAILED,
+                "refused: input(s) given twice: " + ", ".join(duplicated),
+                tx.now,
+            )
+        self.store.save(tx.conn, Loaded(workflow))
+        tx.send_all(sends)
+        _log_state(workflow, "WorkFlowCreate")
+        return workflow
+
+    def add_template(self, tx: Tx, template: Template) -> None:
+        self.store.put_template(tx.conn, template, tx.now)
+
+    def tick(self, tx: Tx) -> float | None:
+        for workflow_id in self.store.due(tx.conn, tx.now):
+            loaded = self.store.load(tx.conn, workflow_id)
+            if loaded is None:
+                continue
+            tx.send_all(handlers.on_tick(loaded.workflow, tx.now))
+            self.store.save(tx.conn, loaded)
+        return self.store.next_wake(tx.conn)
+
+    def _find(self, tx: Tx, raw: bytes) -> Loaded | None:
+        return self.store.load(tx.conn, uuid.UUID(bytes=raw).hex) if len(raw) == 16 else None
+
+    def _by_id(self, tx: Tx, raw: bytes) -> Loaded:
+        loaded = self._find(tx, raw)
+        if loaded is None:
+            raise SetAside("no such workflow here")
+        return loaded
+
+
+def _log_state(workflow: Workflow, cause: str) -> None:
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("workflow %s %s after %s", workflow.id, workflow.state, cause)
+    if workflow.state.finished:
+        log.info("workflow %s %s %s", workflow.id, workflow.state, workflow.reason)

@@ -1,0 +1,310 @@
+"""The manager's protocol as pure functions: no broker, no database."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from caroni.errors import SetAside
+from caroni.manager import handlers
+from caroni.manager.model import AttemptState, StepState, Workflow, WorkflowState
+from caroni.manager.templates import Source, StepSpec, Template
+from caroni.node.runtime import Send
+from caroni.protocol import FULFILLMENT_KEY, pb
+
+AGENT = "wf.agent.AAAAAAAAAAAAAAAAAAAAAA"
+OTHER_AGENT = "wf.agent.BBBBBBBBBBBBBBBBBBBBBB"
+CLIENT = "wf.client.CCCCCCCCCCCCCCCCCCCCCC"
+
+
+def chain_template() -> Template:
+    steps = {
+        "step1": StepSpec(
+            "step1", "foojob0", {"message": Source(None, "start_message")}, ("jobout",), {}
+        ),
+        "step2": StepSpec("step2", "foojob1", {"text": Source("step1", "jobout")}, ("outSB",), {}),
+        "step3": StepSpec(
+            "step3", "foojob2", {"final_text": Source("step2", "outSB")}, ("out",), {}
+        ),
+    }
+    return Template(
+        name="test_simple",
+        inputs=("start_message",),
+        outputs={"result": Source("step3", "out")},
+        steps=steps,
+        text="",
+    )
+
+
+def new_workflow(
+    max_attempts: int = 5, inputs: dict[str, str] | None = None
+) -> tuple[Workflow, list[Send]]:
+    return handlers.create_workflow(
+        chain_template(),
+        workflow_id=uuid.uuid4().hex,
+        template_name="test_simple",
+        name="t",
+        inputs={"start_message": "caronirocks"} if inputs is None else inputs,
+        submitter=CLIENT,
+        max_attempts=max_attempts,
+        now=1000.0,
+    )
+
+
+def of_type(sends: list[Send], kind: type) -> list[Send]:
+    return [s for s in sends if isinstance(s.message, kind)]
+
+
+class FakeAgent:
+    """Answers the manager as an agent would, remembering the jobs it created."""
+
+    def __init__(self, key: str = AGENT) -> None:
+        self.key = key
+        self.jobs: dict[str, bytes] = {}  # step name -> job uuid
+
+    def offer(self, request: pb.JobFulfillmentRequest) -> pb.JobFulfillmentOffer:
+        return pb.JobFulfillmentOffer(
+            request_uuid=request.request_uuid,
+            offer_uuid=uuid.uuid4().bytes,
+            site=pb.Site(site_identifier="fake"),
+        )
+
+    def accepted(self, accept: pb.JobFulfillmentOfferAccept) -> pb.JobAccepted:
+        return pb.JobAccepted(job_uuid=uuid.uuid4().bytes, offer_uuid=accept.offer_uuid)
+
+
+def place_all(workflow: Workflow, requests: list[Send], agent: FakeAgent) -> list[Send]:
+    """Offer, accept and create a job for every request; returns what the manager sent last."""
+    out: list[Send] = []
+    for send in requests:
+        accept = handlers.on_offer(workflow, agent.offer(send.message), agent.key, 1001.0)
+        assert [type(s.message) for s in accept] == [pb.JobFulfillmentOfferAccept]
+        out = handlers.on_job_accepted(
+            workflow, agent.accepted(accept[0].message), agent.key, 1002.0
+        )
+    return out
+
+
+def job_of(workflow: Workflow, step: str) -> bytes:
+    current = workflow.steps[step].current
+    assert current is not None and current.job_uuid is not None
+    return uuid.UUID(hex=current.job_uuid).bytes
+
+
+def complete(
+    workflow: Workflow, step: str, outputs: dict[str, str], sender: str = AGENT
+) -> list[Send]:
+    job = job_of(workflow, step)
+    data = pb.JobDataAvailable(
+        job_uuid=job, parameters=[pb.JobParameter(key=k, value=v) for k, v in outputs.items()]
+    )
+    sends = handlers.on_data(workflow, data, sender, 1003.0)
+    done = pb.JobStatusUpdate(job_uuid=job, job_status=pb.JOB_STATUS_COMPLETED)
+    return sends + handlers.on_status_update(workflow, done, sender, 1004.0)
+
+
+def fail(workflow: Workflow, step: str, reason: str) -> list[Send]:
+    update = pb.JobStatusUpdate(
+        job_uuid=job_of(workflow, step), job_status=pb.JOB_STATUS_FAILED, status_info=reason
+    )
+    return handlers.on_status_update(workflow, update, AGENT, 1005.0)
+
+
+def test_create_requests_every_step_with_its_input_names() -> None:
+    workflow, sends = new_workflow()
+    assert workflow.state == WorkflowState.RUNNING
+    assert [s.to for s in sends] == [FULFILLMENT_KEY] * 3
+    requests = [s.message for s in sends]
+    assert [r.job_type_name for r in requests] == ["foojob0", "foojob1", "foojob2"]
+    assert [[(p.key, p.value) for p in r.parameters] for r in requests] == [
+        [("message", "")],
+        [("text", "")],
+        [("final_text", "")],
+    ]
+    assert len({r.request_uuid for r in requests}) == 3
+
+
+@pytest.mark.parametrize(
+    ("template", "inputs", "expected"),
+    [
+        (None, {"start_message": "x"}, "unknown template 'test_simple'"),
+        (chain_template(), {}, "missing input(s): start_message"),
+        (chain_template(), {"start_message": "x", "extra": "y"}, "unknown input(s): extra"),
+    ],
+)
+def test_refused_workflows_fail_with_the_reason_and_tell_the_submitter(
+    template: Template | None, inputs: dict[str, str], expected: str
+) -> None:
+    workflow, sends = handlers.create_workflow(
+        template,
+        workflow_id=uuid.uuid4().hex,
+        template_name="test_simple",
+        name="",
+        inputs=inputs,
+        submitter=CLIENT,
+        max_attempts=5,
+        now=1.0,
+    )
+    assert workflow.state == WorkflowState.FAILED
+    assert expected in workflow.reason
+    assert [(s.to, type(s.message)) for s in sends] == [(CLIENT, pb.WorkFlowStatus)]
+    assert sends[0].message.state == "failed"
+
+
+def test_a_whole_chain_runs_and_data_flows_only_once_every_step_is_placed() -> None:
+    workflow, requests = new_workflow()
+    agent = FakeAgent()
+    # Placing the first two steps sends no data yet: step3 has no job.
+    first = handlers.on_offer(workflow, agent.offer(requests[0].message), AGENT, 1.0)
+    sent = handlers.on_job_accepted(workflow, agent.accepted(first[0].message), AGENT, 1.0)
+    assert of_type(sent, pb.JobDataAvailable) == []
+    assert of_type(sent, pb.JobStatusRequest)[0].to == AGENT
+    sent = place_all(workflow, requests[1:], agent)
+    data = of_type(sent, pb.JobDataAvailable)
+    assert len(data) == 1 and data[0].to == AGENT
+    assert data[0].message.job_uuid == job_of(workflow, "step1")
+    assert [(p.key, p.value) for p in data[0].message.parameters] == [("message", "caronirocks")]
+
+    forwarded = complete(workflow, "step1", {"jobout": "CARONIROCKS"})
+    data = of_type(forwarded, pb.JobDataAvailable)
+    assert [(p.key, p.value) for p in data[0].message.parameters] == [("text", "CARONIROCKS")]
+    assert data[0].message.job_uuid == job_of(workflow, "step2")
+    complete(workflow, "step2", {"outSB": "prependCARONIROCKS"})
+    assert workflow.state == WorkflowState.RUNNING
+    final = complete(workflow, "step3", {"out": "prependCARONIROCKS append"})
+
+    assert workflow.state == WorkflowState.COMPLETED
+    assert workflow.outputs == {"result": "prependCARONIROCKS append"}
+    status = of_type(final, pb.WorkFlowStatus)
+    assert status[0].to == CLIENT and status[0].message.state == "completed"
+    assert all(flow.state == "delivered" for flow in workflow.dataflows)
+
+
+def test_outputs_before_or_after_completed_both_finish_the_step() -> None:
+    workflow, requests = new_workflow()
+    place_all(workflow, requests, FakeAgent())
+    job = job_of(workflow, "step1")
+    done = pb.JobStatusUpdate(job_uuid=job, job_status=pb.JOB_STATUS_COMPLETED)
+    assert handlers.on_status_update(workflow, done, AGENT, 2.0) == []
+    assert workflow.steps["step1"].state != StepState.COMPLETED
+    data = pb.JobDataAvailable(job_uuid=job, parameters=[pb.JobParameter(key="jobout", value="X")])
+    sends = handlers.on_data(workflow, data, AGENT, 3.0)
+    assert workflow.steps["step1"].state == StepState.COMPLETED
+    assert len(of_type(sends, pb.JobDataAvailable)) == 1
+
+
+def test_every_message_applied_twice_has_the_effect_of_once() -> None:
+    workflow, requests = new_workflow()
+    agent = FakeAgent()
+    offer = agent.offer(requests[0].message)
+    accept = handlers.on_offer(workflow, offer, AGENT, 1.0)
+    again = handlers.on_offer(workflow, offer, AGENT, 1.0)
+    assert [s.message for s in again] == [s.message for s in accept]  # same answer
+    accepted = agent.accepted(accept[0].message)
+    handlers.on_job_accepted(workflow, accepted, AGENT, 1.0)
+    assert handlers.on_job_accepted(workflow, accepted, AGENT, 1.0) == []
+    place_all(workflow, requests[1:], agent)
+    snapshot = workflow.model_copy(deep=True)
+    job = job_of(workflow, "step1")
+    data = pb.JobDataAvailable(job_uuid=job, parameters=[pb.JobParameter(key="jobout", value="X")])
+    done = pb.JobStatusUpdate(job_uuid=job, job_status=pb.JOB_STATUS_COMPLETED)
+    first = handlers.on_data(workflow, data, AGENT, 2.0) + handlers.on_status_update(
+        workflow, done, AGENT, 2.0
+    )
+    assert len(of_type(first, pb.JobDataAvailable)) == 1
+    after_once = workflow.model_dump()
+    second = handlers.on_data(workflow, data, AGENT, 2.0) + handlers.on_status_update(
+        workflow, done, AGENT, 2.0
+    )
+    assert second == []
+    assert workflow.model_dump() == after_once
+    assert snapshot.model_dump() != after_once
+
+
+def test_a_second_offer_is_rejected() -> None:
+    workflow, requests = new_workflow()
+    handlers.on_offer(workflow, FakeAgent().offer(requests[0].message), AGENT, 1.0)
+    late = handlers.on_offer(
+        workflow, FakeAgent(OTHER_AGENT).offer(requests[0].message), OTHER_AGENT, 1.0
+    )
+    assert [(s.to, type(s.message)) for s in late] == [(OTHER_AGENT, pb.JobFulfillmentOfferReject)]
+
+
+def test_a_failed_job_is_requested_again_and_gets_its_data_again() -> None:
+    workflow, requests = new_workflow()
+    agent = FakeAgent()
+    place_all(workflow, requests, agent)
+    retry = fail(workflow, "step1", "exit code 1")
+    assert [type(s.message) for s in retry] == [pb.JobFulfillmentRequest]
+    assert retry[0].message.request_uuid != requests[0].message.request_uuid
+    step = workflow.steps["step1"]
+    assert [a.state for a in step.attempts] == [AttemptState.FAILED, AttemptState.REQUESTING]
+    assert step.attempts[0].reason == "exit code 1"
+    sent = place_all(workflow, retry, FakeAgent(OTHER_AGENT))
+    data = of_type(sent, pb.JobDataAvailable)
+    assert len(data) == 1 and data[0].to == OTHER_AGENT
+    assert [(p.key, p.value) for p in data[0].message.parameters] == [("message", "caronirocks")]
+
+
+def test_the_last_failed_attempt_fails_the_workflow_with_the_reason() -> None:
+    workflow, requests = new_workflow(max_attempts=3)
+    agent = FakeAgent()
+    place_all(workflow, requests, agent)
+    for attempt in range(1, 4):
+        sends = fail(workflow, "step2", f"boom {attempt}")
+        if attempt < 3:
+            place_all(workflow, sends, agent)
+    assert workflow.state == WorkflowState.FAILED
+    assert workflow.reason == "step 'step2' failed after 3 attempts: boom 3"
+    assert len(workflow.steps["step2"].attempts) == 3
+    kills = of_type(sends, pb.JobKill)
+    assert {k.message.job_uuid for k in kills} == {
+        job_of(workflow, "step1"),
+        job_of(workflow, "step3"),
+    }
+    assert of_type(sends, pb.WorkFlowStatus)[0].message.reason == workflow.reason
+
+
+def test_messages_about_a_job_from_another_agent_are_set_aside() -> None:
+    workflow, requests = new_workflow()
+    place_all(workflow, requests, FakeAgent())
+    forged = pb.JobStatusUpdate(job_uuid=job_of(workflow, "step1"), job_status=pb.JOB_STATUS_FAILED)
+    with pytest.raises(SetAside, match="its agent is"):
+        handlers.on_status_update(workflow, forged, OTHER_AGENT, 2.0)
+    assert workflow.steps["step1"].current.state == AttemptState.PENDING  # type: ignore[union-attr]
+
+
+def test_late_news_about_a_replaced_job_is_ignored() -> None:
+    workflow, requests = new_workflow()
+    place_all(workflow, requests, FakeAgent())
+    old_job = job_of(workflow, "step1")
+    fail(workflow, "step1", "x")
+    data = pb.JobDataAvailable(
+        job_uuid=old_job, parameters=[pb.JobParameter(key="jobout", value="late")]
+    )
+    assert handlers.on_data(workflow, data, AGENT, 3.0) == []
+    assert all(flow.value != "late" for flow in workflow.dataflows)
+
+
+def test_unanswered_requests_are_broadcast_again_with_backoff_and_stall_the_workflow() -> None:
+    workflow, requests = new_workflow()
+    wake = handlers.next_wake(workflow)
+    assert wake == 1000.0 + handlers.REBROADCAST_FIRST
+    assert handlers.on_tick(workflow, wake - 0.1) == []
+    sends = handlers.on_tick(workflow, wake)
+    assert len(sends) == 3 and all(s.to == FULFILLMENT_KEY for s in sends)
+    assert sends[0].message.request_uuid == requests[0].message.request_uuid
+    assert handlers.next_wake(workflow) == wake + 2 * handlers.REBROADCAST_FIRST
+    handlers.on_tick(workflow, 1000.0 + handlers.STALLED_AFTER)
+    assert workflow.state == WorkflowState.STALLED
+    assert workflow.reason == "waiting for an agent offering foojob0, foojob1, foojob2"
+
+
+def test_cancel_kills_live_jobs_and_ends_the_workflow() -> None:
+    workflow, requests = new_workflow()
+    place_all(workflow, requests, FakeAgent())
+    sends = handlers.cancel(workflow, "user asked", 5.0)
+    assert workflow.state == WorkflowState.CANCELLED
+    assert len(of_type(sends, pb.JobKill)) == 3
+    assert handlers.cancel(workflow, "again", 6.0) == []
