@@ -1,0 +1,5 @@
+"""`python -m caroni` is the `caroni` command."""
+
+from caroni.cli import main
+
+main()

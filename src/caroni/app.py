@@ -1,0 +1,126 @@
+"""Assembling nodes: a database, a transport, a role and the service shell.
+
+``ManagerNode`` and ``AgentNode`` are what the CLI, the demo and the tests start;
+each owns one database and one queue on the broker.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from caroni.agent.jobtypes import JobTypeSpec, load_job_types
+from caroni.agent.model import Policy
+from caroni.agent.service import AgentRole
+from caroni.manager.service import ManagerRole
+from caroni.manager.templates import Template, load_template_file
+from caroni.node.runtime import Node, Role, Tx
+from caroni.protocol import agent_key, manager_key, node_key_id
+from caroni.store import create_db_engine, migrate, node_uuid
+from caroni.transport.base import Transport
+
+log = logging.getLogger("caroni")
+
+
+class _NodeService:
+    """What both kinds of node share: database set-up, identity and the shell."""
+
+    role: Role
+    node: Node
+    engine: Engine
+    node_uuid: uuid.UUID
+    key: str
+
+    def __init__(self, transport: Transport, db_url: str) -> None:
+        self.transport = transport
+        self.db_url = db_url
+
+    def _open(self, role: Role, key_for: Callable[[uuid.UUID], str]) -> None:
+        self.engine = create_db_engine(self.db_url)
+        migrate(self.engine)
+        self.node_uuid = node_uuid(self.engine, role.name)
+        self.key = key_for(self.node_uuid)
+        self.node = Node(
+            role,
+            self.engine,
+            self.transport,
+            node_uuid=self.node_uuid,
+            own_key=self.key,
+            queue_name=f"caroni.{role.name}.{node_key_id(self.node_uuid)}",
+        )
+
+    async def stop(self) -> None:
+        await self.node.stop()
+        self.engine.dispose()
+
+
+class ManagerNode(_NodeService):
+    """A workflow manager: owns templates and workflows."""
+
+    role: ManagerRole
+
+    def __init__(self, transport: Transport, db_url: str, *, max_attempts: int = 5) -> None:
+        super().__init__(transport, db_url)
+        self.role = ManagerRole(default_max_attempts=max_attempts)
+
+    async def start(self) -> None:
+        self._open(self.role, manager_key)
+        await self.node.start()
+        log.info("manager %s listening as %s", self.node_uuid, self.key)
+
+    async def add_template(self, template: Template) -> None:
+        def write(tx: Tx) -> None:
+            self.role.add_template(tx, template)
+
+        await self.node.transact(write)
+
+    async def add_template_file(self, path: Path, name: str | None = None) -> Template:
+        template = load_template_file(path, name)
+        await self.add_template(template)
+        return template
+
+
+class AgentNode(_NodeService):
+    """An agent: owns a catalogue of job types and runs jobs of those types."""
+
+    role: AgentRole
+
+    def __init__(
+        self,
+        transport: Transport,
+        db_url: str,
+        *,
+        policy: Policy | None = None,
+        workdir: Path | None = None,
+    ) -> None:
+        super().__init__(transport, db_url)
+        if workdir is None:
+            workdir = Path(tempfile.gettempdir()) / "caroni-jobs"
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.role = AgentRole(policy or Policy(), workdir)
+
+    async def start(self) -> None:
+        self._open(self.role, agent_key)
+        await self.role.start(self.node)
+        await self.node.start()
+        log.info("agent %s listening as %s", self.node_uuid, self.key)
+
+    async def stop(self) -> None:
+        await self.role.stop()
+        await super().stop()
+
+    async def add_job_type(self, spec: JobTypeSpec) -> None:
+        await self.role.put_job_type(spec)
+
+    async def add_job_types_file(self, path: Path, only: set[str] | None = None) -> list[str]:
+        added = []
+        for spec in load_job_types(path):
+            if only is None or spec.name in only:
+                await self.add_job_type(spec)
+                added.append(spec.name)
+        return added

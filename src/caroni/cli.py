@@ -1,0 +1,299 @@
+"""The `caroni` command."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import uuid
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from caroni.console import ProgressPrinter, console, errors, print_outputs
+from caroni.errors import CaroniError
+
+app = typer.Typer(
+    help="Caroni: federated workflows over a message broker.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+AmqpUrl = Annotated[
+    str,
+    typer.Option("--amqp", envvar="CARONI_AMQP_URL", help="RabbitMQ URL."),
+]
+Exchange = Annotated[
+    str, typer.Option("--exchange", envvar="CARONI_EXCHANGE", help="Topic exchange name.")
+]
+Compat = Annotated[
+    bool,
+    typer.Option(
+        "--compat",
+        envvar="CARONI_AMQP_COMPAT",
+        help="Declare the exchange exactly as existing peers do (non-durable).",
+    ),
+]
+ManagerOpt = Annotated[
+    str,
+    typer.Option(
+        "--manager",
+        envvar="CARONI_MANAGER",
+        help="The manager's routing key (wf.manager.<id>) or just its id.",
+    ),
+]
+Verbose = Annotated[int, typer.Option("--verbose", "-v", count=True, help="More log output.")]
+
+DEFAULT_AMQP = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+def _logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _amqp(url: str, exchange: str, compat: bool):  # type: ignore[no-untyped-def]
+    from caroni.transport.amqp import AmqpSettings, AmqpTransport
+
+    return AmqpTransport(AmqpSettings(url=url, exchange=exchange, compat=compat))
+
+
+def _fail(message: str) -> typer.Exit:
+    errors.print(f"[red]error:[/] {message}")
+    return typer.Exit(2)
+
+
+@app.command()
+def demo(
+    message: Annotated[str, typer.Argument(help="The workflow's input.")] = "caronirocks",
+    template: Annotated[str, typer.Option(help="Demo template to run.")] = "test_simple",
+    agents: Annotated[int, typer.Option(min=1, max=2, help="Agents to split job types over.")] = 1,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Keep the nodes' databases here (default: a temp dir).")
+    ] = None,
+    verbose: Verbose = 0,
+) -> None:
+    """Run a manager and agents in one process and one workflow end to end."""
+    from caroni.demo.main import main as demo_main
+
+    _logging(verbose)
+    raise typer.Exit(demo_main(message, template, agents, data_dir))
+
+
+async def _serve_until_signalled(start, stop) -> None:  # type: ignore[no-untyped-def]
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    await start()
+    try:
+        await stopping.wait()
+    finally:
+        await stop()
+
+
+@app.command()
+def manager(
+    db: Annotated[str, typer.Option(envvar="CARONI_DB", help="Database URL or SQLite path.")] = (
+        "caroni-manager.sqlite3"
+    ),
+    amqp: AmqpUrl = DEFAULT_AMQP,
+    exchange: Exchange = "caroni_exchange",
+    compat: Compat = False,
+    template: Annotated[
+        list[Path] | None, typer.Option(help="CWL template file to add (repeatable).")
+    ] = None,
+    demo_content: Annotated[bool, typer.Option(help="Add the demo templates.")] = False,
+    max_attempts: Annotated[int, typer.Option(min=1, help="Attempts per step.")] = 5,
+    verbose: Verbose = 0,
+) -> None:
+    """Run a workflow manager until interrupted."""
+    from caroni.app import ManagerNode
+    from caroni.demo import demo_template_paths
+
+    _logging(verbose)
+    transport = _amqp(amqp, exchange, compat)
+    node = ManagerNode(transport, db, max_attempts=max_attempts)
+
+    async def start() -> None:
+        await transport.connect()
+        await node.start()
+        paths = dict(demo_template_paths()) if demo_content else {}
+        for path in template or []:
+            paths[path.stem] = path
+        for name, path in paths.items():
+            await node.add_template_file(path, name)
+        console.print(f"manager key: {node.key}")
+
+    async def stop() -> None:
+        await node.stop()
+        await transport.close()
+
+    _run_service(start, stop)
+
+
+@app.command()
+def agent(
+    db: Annotated[str, typer.Option(envvar="CARONI_DB", help="Database URL or SQLite path.")] = (
+        "caroni-agent.sqlite3"
+    ),
+    amqp: AmqpUrl = DEFAULT_AMQP,
+    exchange: Exchange = "caroni_exchange",
+    compat: Compat = False,
+    job_types: Annotated[
+        list[Path] | None, typer.Option(help="Job types JSON file to add (repeatable).")
+    ] = None,
+    demo_content: Annotated[bool, typer.Option(help="Add the demo job types.")] = False,
+    only: Annotated[
+        str, typer.Option(help="Comma-separated job type names to take from the files.")
+    ] = "",
+    name: Annotated[str, typer.Option(help="Site name shown to managers.")] = "agent",
+    slots: Annotated[int, typer.Option(min=1, help="Jobs running at once.")] = 2,
+    workdir: Annotated[Path | None, typer.Option(help="Where job working dirs go.")] = None,
+    verbose: Verbose = 0,
+) -> None:
+    """Run an agent until interrupted."""
+    from caroni.agent.model import Policy
+    from caroni.app import AgentNode
+    from caroni.demo.main import DEMO_JOB_TYPES
+
+    _logging(verbose)
+    transport = _amqp(amqp, exchange, compat)
+    node = AgentNode(
+        transport, db, policy=Policy(slots=slots, site_identifier=name), workdir=workdir
+    )
+    files = ([DEMO_JOB_TYPES] if demo_content else []) + list(job_types or [])
+    selected = {n.strip() for n in only.split(",") if n.strip()} or None
+
+    async def start() -> None:
+        await transport.connect()
+        await node.start()
+        for path in files:
+            await node.add_job_types_file(path, selected)
+        console.print(f"agent key: {node.key}")
+
+    async def stop() -> None:
+        await node.stop()
+        await transport.close()
+
+    _run_service(start, stop)
+
+
+def _run_service(start, stop) -> None:  # type: ignore[no-untyped-def]
+    try:
+        asyncio.run(_serve_until_signalled(start, stop))
+    except CaroniError as exc:
+        raise _fail(str(exc)) from exc
+
+
+def _parse_inputs(pairs: list[str]) -> dict[str, str]:
+    inputs: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise _fail(f"input {pair!r} is not key=value")
+        inputs[key] = value
+    return inputs
+
+
+async def _with_client(amqp: str, exchange: str, compat: bool, manager: str, work):  # type: ignore[no-untyped-def]
+    from caroni.client import Client
+
+    if not manager:
+        raise _fail("which manager? give --manager or set CARONI_MANAGER")
+    transport = _amqp(amqp, exchange, compat)
+    await transport.connect()
+    try:
+        async with Client(transport, manager) as client:
+            return await work(client)
+    finally:
+        await transport.close()
+
+
+@app.command()
+def submit(
+    template: Annotated[str, typer.Argument(help="Template name on the manager.")],
+    inputs: Annotated[list[str] | None, typer.Argument(help="Inputs as key=value.")] = None,
+    manager: ManagerOpt = "",
+    name: Annotated[str, typer.Option(help="A name for the workflow.")] = "",
+    wait: Annotated[bool, typer.Option("--wait", help="Follow it until it ends.")] = False,
+    timeout: Annotated[float, typer.Option(help="Give up waiting after this many seconds.")] = 0,
+    max_attempts: Annotated[int, typer.Option(help="Attempts per step (0: manager's).")] = 0,
+    amqp: AmqpUrl = DEFAULT_AMQP,
+    exchange: Exchange = "caroni_exchange",
+    compat: Compat = False,
+) -> None:
+    """Start a workflow on a manager (and optionally wait for its outputs)."""
+    values = _parse_inputs(inputs or [])
+
+    async def work(client):  # type: ignore[no-untyped-def]
+        workflow_id = await client.submit(template, values, name=name, max_attempts=max_attempts)
+        console.print(f"workflow {workflow_id.hex} submitted")
+        if not wait:
+            return None
+        return await client.wait(
+            workflow_id,
+            on_progress=ProgressPrinter(workflow_id.hex[:8]),
+            timeout=timeout or None,
+        )
+
+    try:
+        status = asyncio.run(_with_client(amqp, exchange, compat, manager, work))
+    except CaroniError as exc:
+        raise _fail(str(exc)) from exc
+    if status is not None:
+        print_outputs(status)
+        raise typer.Exit(0 if status.state == "completed" else 1)
+
+
+@app.command()
+def status(
+    workflow: Annotated[str, typer.Argument(help="Workflow id.")],
+    manager: ManagerOpt = "",
+    amqp: AmqpUrl = DEFAULT_AMQP,
+    exchange: Exchange = "caroni_exchange",
+    compat: Compat = False,
+) -> None:
+    """Show a workflow's state, steps and outputs."""
+    workflow_id = _workflow_id(workflow)
+    try:
+        answer = asyncio.run(
+            _with_client(amqp, exchange, compat, manager, lambda c: c.status(workflow_id))
+        )
+    except CaroniError as exc:
+        raise _fail(str(exc)) from exc
+    ProgressPrinter(workflow_id.hex)(answer)
+    print_outputs(answer)
+
+
+@app.command()
+def cancel(
+    workflow: Annotated[str, typer.Argument(help="Workflow id.")],
+    manager: ManagerOpt = "",
+    reason: Annotated[str, typer.Option(help="Why (kept with the workflow).")] = "",
+    amqp: AmqpUrl = DEFAULT_AMQP,
+    exchange: Exchange = "caroni_exchange",
+    compat: Compat = False,
+) -> None:
+    """Cancel a workflow: its running jobs are killed."""
+    workflow_id = _workflow_id(workflow)
+    try:
+        asyncio.run(
+            _with_client(amqp, exchange, compat, manager, lambda c: c.cancel(workflow_id, reason))
+        )
+    except CaroniError as exc:
+        raise _fail(str(exc)) from exc
+    console.print(f"cancel sent for workflow {workflow_id.hex}")
+
+
+def _workflow_id(text: str) -> uuid.UUID:
+    with contextlib.suppress(ValueError):
+        return uuid.UUID(text)
+    raise _fail(f"{text!r} is not a workflow id")
+
+
+def main() -> None:
+    app()
