@@ -110,13 +110,15 @@ class Client:
         workflow_id: uuid.UUID,
         *,
         on_progress: Callable[[pb.WorkFlowStatus], None] | None = None,
-        poll_interval: float = 0.5,
+        poll_interval: float | None = 0.5,
         timeout: float | None = None,
     ) -> pb.WorkFlowStatus:
         """Follow a workflow until it ends; ``on_progress`` sees each status that differs.
 
-        The manager pushes the final status to us; meanwhile we ask at an interval,
-        to show progress and to notice a workflow we were not told about.
+        The manager pushes the final status to the submitting client. Meanwhile we
+        ask every ``poll_interval`` seconds, to show progress and to learn the
+        end of a workflow someone else submitted; ``poll_interval=None`` only waits
+        for the push (cheapest when following thousands of workflows).
         """
         answers = self._answers.setdefault(workflow_id.hex, asyncio.Queue())
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -126,14 +128,16 @@ class Client:
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 raise NoAnswer(f"workflow {workflow_id.hex} did not finish within {timeout}s")
-            if now >= next_poll:
-                await self._send(pb.WorkFlowStatusRequest(workflow_uuid=workflow_id.bytes))
-                next_poll = now + poll_interval
-            wait_for = next_poll - now
+            wait_for: float | None = None
+            if poll_interval is not None:
+                if now >= next_poll:
+                    await self._send(pb.WorkFlowStatusRequest(workflow_uuid=workflow_id.bytes))
+                    next_poll = now + poll_interval
+                wait_for = next_poll - now
             if deadline is not None:
-                wait_for = min(wait_for, deadline - now)
+                wait_for = deadline - now if wait_for is None else min(wait_for, deadline - now)
             try:
-                status = await asyncio.wait_for(answers.get(), max(wait_for, 0.0))
+                status = await asyncio.wait_for(answers.get(), wait_for)
             except TimeoutError:
                 continue
             fingerprint = status.SerializeToString(deterministic=True)

@@ -91,6 +91,7 @@ class AgentRole:
         kind = incoming.type_name
         msg = incoming.message
         if kind == "JobFulfillmentRequest":
+            tx.subject = uuid.UUID(bytes=msg.request_uuid).hex
             offer, send = handlers.on_request(
                 msg,
                 incoming.reply_to,
@@ -106,6 +107,7 @@ class AgentRole:
         elif kind == "JobFulfillmentOfferAccept":
             self._accept(tx, incoming)
         elif kind == "JobFulfillmentOfferReject":
+            tx.subject = uuid.UUID(bytes=msg.request_uuid).hex
             offer = self.store.offer(tx.conn, uuid.UUID(bytes=msg.offer_uuid).hex)
             if offer is not None and offer.state == OfferState.OPEN:
                 offer.state = OfferState.REJECTED
@@ -131,6 +133,7 @@ class AgentRole:
         offer = self.store.offer(tx.conn, offer_uuid)
         if offer is None:
             raise SetAside(f"accept for offer {offer_uuid}, which this agent never made")
+        tx.subject = offer.request_uuid
         existing = self.store.job(tx.conn, offer.job_uuid) if offer.job_uuid else None
         try:
             job, sends = handlers.on_accept(offer, existing, incoming.reply_to, tx.now)
@@ -156,6 +159,7 @@ class AgentRole:
                 f"{incoming.type_name} for job {job_uuid} from {incoming.reply_to!r}, "
                 f"but it belongs to {job.manager_key!r}"
             )
+        tx.subject = job.job_uuid
         return job
 
     def _load(self, tx: Tx) -> Load:
@@ -204,6 +208,8 @@ class AgentRole:
                 tx.send_all(handlers.job_started(job, tx.now))
                 claimed.append((job, spec))
             self.store.save_job(tx.conn, job)
+            tx.subject = job.job_uuid
+            tx.flush()
         return claimed
 
     async def _run(self, job: AgentJob, spec: JobTypeSpec) -> None:
@@ -223,6 +229,7 @@ class AgentRole:
         job = self.store.job(tx.conn, job_uuid)
         if job is None:
             return
+        tx.subject = job_uuid
         tx.send_all(handlers.job_finished(job, result, tx.now))
         self.store.save_job(tx.conn, job)
 

@@ -49,6 +49,7 @@ class ManagerRole:
             loaded = self.store.load_by_key(tx.conn, key)
             if loaded is None:
                 raise SetAside(f"{kind} names {field} {key}, which no workflow here has")
+            tx.subject = loaded.workflow.id
             tx.send_all(handler(loaded.workflow, msg, incoming.reply_to, tx.now))
             self.store.save(tx.conn, loaded)
             _log_state(loaded.workflow, kind)
@@ -57,6 +58,7 @@ class ManagerRole:
         elif kind == "WorkFlowStatusRequest":
             # A question, not a change: an unknown id gets an answer saying so.
             found = self._find(tx, msg.workflow_uuid)
+            tx.subject = found.workflow.id if found is not None else ""
             answer = (
                 handlers.status_message(found.workflow)
                 if found is not None
@@ -67,6 +69,7 @@ class ManagerRole:
             tx.send(incoming.reply_to, answer)
         elif kind == "WorkFlowCancel":
             loaded = self._by_id(tx, msg.workflow_uuid)
+            tx.subject = loaded.workflow.id
             tx.send_all(handlers.cancel(loaded.workflow, msg.reason, tx.now))
             self.store.save(tx.conn, loaded)
         else:
@@ -108,6 +111,7 @@ class ManagerRole:
                 tx.now,
             )
         self.store.save(tx.conn, Loaded(workflow))
+        tx.subject = workflow.id
         tx.send_all(sends)
         _log_state(workflow, "WorkFlowCreate")
         return workflow
@@ -120,8 +124,10 @@ class ManagerRole:
             loaded = self.store.load(tx.conn, workflow_id)
             if loaded is None:
                 continue
+            tx.subject = workflow_id
             tx.send_all(handlers.on_tick(loaded.workflow, tx.now))
             self.store.save(tx.conn, loaded)
+            tx.flush()  # each workflow's messages logged under its own id
         return self.store.next_wake(tx.conn)
 
     def _find(self, tx: Tx, raw: bytes) -> Loaded | None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import json
 import logging
 import time
 import traceback
@@ -33,13 +34,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 from sqlalchemy import Connection, Engine, delete, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from caroni.errors import EnvelopeError, SetAside
 from caroni.protocol import Opened, new_message_id, open_envelope, seal
-from caroni.store.tables import dead_letters, inbox, outbox
+from caroni.store.tables import dead_letters, inbox, message_log, outbox
 from caroni.transport.base import Consumer, Delivery, OutgoingMessage, Transport
 
 log = logging.getLogger("caroni.node")
@@ -49,6 +51,7 @@ T = TypeVar("T")
 BATCH_SIZE = 64
 OUTBOX_CHUNK = 500
 MAX_TICK_INTERVAL = 1.0
+MAX_SUMMARY_CHARS = 4000
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,12 +92,18 @@ class Tx:
     now: float
     node_uuid: uuid.UUID
     own_key: str
+    record_traffic: bool = True
+    # The aggregate this transaction concerns (workflow id, job uuid): handlers
+    # set it so that the traffic log can show one workflow's messages.
+    subject: str = ""
     _outgoing: list[dict[str, Any]] = field(default_factory=list)
+    _traffic: list[dict[str, Any]] = field(default_factory=list)
     _after_commit: list[Callable[[], None]] = field(default_factory=list)
 
     def send(self, to: str, message: Message) -> None:
         message_id = new_message_id()
         body = seal(message, message_id=message_id, sender=self.node_uuid)
+        self.record("out", type(message).__name__, to, message_id, message)
         self._outgoing.append(
             {
                 "routing_key": to,
@@ -112,11 +121,34 @@ class Tx:
     def after_commit(self, callback: Callable[[], None]) -> None:
         self._after_commit.append(callback)
 
+    def record(
+        self, direction: str, type_name: str, peer: str, message_id: str, message: Message
+    ) -> None:
+        """Note a message in the traffic log (written by ``flush``)."""
+        if not self.record_traffic:
+            return
+        summary = json.dumps(MessageToDict(message), separators=(",", ":"))
+        self._traffic.append(
+            {
+                "at": self.now,
+                "direction": direction,
+                "type_name": type_name,
+                "peer": peer,
+                "message_id": message_id,
+                "summary": summary[:MAX_SUMMARY_CHARS],
+            }
+        )
+
     def flush(self) -> None:
-        """Write queued messages to the outbox (done by the shell after each handler)."""
+        """Write queued messages to the outbox and the traffic log."""
         if self._outgoing:
             self.conn.execute(outbox.insert(), self._outgoing)
             self._outgoing = []
+        if self._traffic:
+            for row in self._traffic:
+                row["subject"] = self.subject
+            self.conn.execute(message_log.insert(), self._traffic)
+            self._traffic = []
 
 
 class Role(Protocol):
@@ -150,6 +182,7 @@ class Node:
         own_key: str,
         queue_name: str,
         prefetch: int = 256,
+        record_traffic: bool = True,
     ) -> None:
         self.role = role
         self.engine = engine
@@ -158,6 +191,7 @@ class Node:
         self.own_key = own_key
         self.queue_name = queue_name
         self.prefetch = prefetch
+        self.record_traffic = record_traffic
         self.counters: dict[str, int] = {
             "handled": 0,
             "duplicates": 0,
@@ -225,7 +259,13 @@ class Node:
         return result, tx._after_commit
 
     def _new_tx(self, conn: Connection) -> Tx:
-        return Tx(conn=conn, now=time.time(), node_uuid=self.node_uuid, own_key=self.own_key)
+        return Tx(
+            conn=conn,
+            now=time.time(),
+            node_uuid=self.node_uuid,
+            own_key=self.own_key,
+            record_traffic=self.record_traffic,
+        )
 
     def _committed(self, callbacks: list[Callable[[], None]]) -> None:
         self._outbox_wakeup.set()
@@ -285,6 +325,7 @@ class Node:
         incoming = Incoming(opened, delivery.reply_to, delivery.routing_key)
         savepoint = conn.begin_nested()
         tx = self._new_tx(conn)
+        tx.record("in", opened.type_name, delivery.reply_to, message_id, opened.message)
         try:
             self.role.handle(tx, incoming)
             tx.flush()

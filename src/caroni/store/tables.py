@@ -71,6 +71,22 @@ dead_letters = Table(
     Column("body", LargeBinary, nullable=False),
 )
 
+# Every message a node received or sent, with the aggregate it concerned
+# ("subject": a workflow id on a manager, a job uuid on an agent), for the
+# operators' pages (message sequence of one workflow) and for debugging.
+message_log = Table(
+    "message_log",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", Float, nullable=False),
+    Column("direction", String(3), nullable=False),  # "in" or "out"
+    Column("type_name", String(64), nullable=False),
+    Column("peer", String(255), nullable=False),  # sender (in) or routing key (out)
+    Column("subject", String(32), nullable=False, default="", index=True),
+    Column("message_id", String(64), nullable=False, default=""),
+    Column("summary", Text, nullable=False),
+)
+
 # --- manager ------------------------------------------------------------------------
 
 templates = Table(
