@@ -143,3 +143,32 @@ def test_a_killed_job_fails_once_and_its_late_result_is_dropped() -> None:
     assert handlers.on_kill(job, kill, 105.0) == []
     ok = JobResult(True, {"joined": "x"}, "", 0, "", "", (), 0.1)
     assert handlers.job_finished(job, ok, 106.0) == []
+
+
+def test_a_request_broadcast_again_gets_the_same_open_offer() -> None:
+    req = request("upper", "message")
+    offer, first = offer_for(req)
+    assert offer is not None
+    again, second = handlers.on_request(
+        req,
+        MANAGER,
+        catalogue=CATALOGUE,
+        load=IDLE,
+        policy=Policy(),
+        node_uuid=NODE,
+        now=101.0,
+        standing=offer,
+    )
+    assert again is None
+    assert second.message.offer_uuid == first.message.offer_uuid
+    expired_offer, _ = handlers.on_request(
+        req,
+        MANAGER,
+        catalogue=CATALOGUE,
+        load=IDLE,
+        policy=Policy(),
+        node_uuid=NODE,
+        now=offer.expires_at + 1,
+        standing=offer,
+    )
+    assert expired_offer is not None and expired_offer.offer_uuid != offer.offer_uuid

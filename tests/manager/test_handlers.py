@@ -8,6 +8,7 @@ import pytest
 
 from caroni.errors import SetAside
 from caroni.manager import handlers
+from caroni.manager.handlers import raw_of
 from caroni.manager.model import AttemptState, StepState, Workflow, WorkflowState
 from caroni.manager.templates import Source, StepSpec, Template
 from caroni.node.runtime import Send
@@ -287,18 +288,90 @@ def test_late_news_about_a_replaced_job_is_ignored() -> None:
     assert all(flow.value != "late" for flow in workflow.dataflows)
 
 
+T = handlers.DEFAULT_TIMINGS
+
+
 def test_unanswered_requests_are_broadcast_again_with_backoff_and_stall_the_workflow() -> None:
     workflow, requests = new_workflow()
     wake = handlers.next_wake(workflow)
-    assert wake == 1000.0 + handlers.REBROADCAST_FIRST
+    assert wake == 1000.0 + T.rebroadcast_first
     assert handlers.on_tick(workflow, wake - 0.1) == []
     sends = handlers.on_tick(workflow, wake)
     assert len(sends) == 3 and all(s.to == FULFILLMENT_KEY for s in sends)
     assert sends[0].message.request_uuid == requests[0].message.request_uuid
-    assert handlers.next_wake(workflow) == wake + 2 * handlers.REBROADCAST_FIRST
-    handlers.on_tick(workflow, 1000.0 + handlers.STALLED_AFTER)
+    assert handlers.next_wake(workflow) == wake + 2 * T.rebroadcast_first
+    handlers.on_tick(workflow, 1000.0 + T.stalled_after)
     assert workflow.state == WorkflowState.STALLED
     assert workflow.reason == "waiting for an agent offering foojob0, foojob1, foojob2"
+    place_all(workflow, requests, FakeAgent())
+    handlers.on_tick(workflow, 1000.0 + T.stalled_after + 1)
+    assert workflow.state == WorkflowState.RUNNING and workflow.reason == ""
+
+
+def test_a_request_deadline_fails_the_workflow_with_the_job_type_waited_for() -> None:
+    workflow, _ = new_workflow()
+    timings = handlers.Timings(request_deadline=30.0)
+    assert handlers.next_wake(workflow, timings) == 1000.0 + T.rebroadcast_first
+    handlers.on_tick(workflow, 1029.0, timings)
+    assert workflow.state == WorkflowState.STALLED
+    sends = handlers.on_tick(workflow, 1030.0, timings)
+    assert workflow.state == WorkflowState.FAILED
+    assert (
+        workflow.reason
+        == "step 'step1' failed after 1 attempt: no agent offered 'foojob0' within 30s"
+    )
+    assert of_type(sends, pb.WorkFlowStatus)[0].to == CLIENT
+
+
+def test_an_accepted_offer_that_never_becomes_a_job_is_requested_again() -> None:
+    workflow, requests = new_workflow()
+    handlers.on_offer(workflow, FakeAgent().offer(requests[0].message), AGENT, 1001.0)
+    assert handlers.next_wake(workflow) == 1000.0 + T.rebroadcast_first  # the other steps
+    sends = handlers.on_tick(workflow, 1001.0 + T.accept_timeout)
+    step = workflow.steps["step1"]
+    assert [a.state for a in step.attempts] == [AttemptState.ABANDONED, AttemptState.REQUESTING]
+    assert step.attempts[0].reason == "no JobAccepted after the offer was accepted"
+    assert any(
+        s.message.request_uuid == raw_of(step.attempts[1].request_uuid)
+        for s in of_type(sends, pb.JobFulfillmentRequest)
+    )
+
+
+def test_silent_jobs_are_polled_and_given_up_after_the_lease() -> None:
+    workflow, requests = new_workflow()
+    agent = FakeAgent()
+    place_all(workflow, requests, agent)  # jobs accepted at t=1002
+    poll_at = 1002.0 + T.status_interval
+    assert handlers.next_wake(workflow) == poll_at
+    polls = handlers.on_tick(workflow, poll_at)
+    assert {type(s.message) for s in polls} == {pb.JobStatusRequest} and len(polls) == 3
+    assert handlers.on_tick(workflow, poll_at + 1) == []  # not again before the interval
+    # The agent answers for step1 only; step2 and step3 stay silent.
+    answer = pb.JobStatusUpdate(
+        job_uuid=job_of(workflow, "step1"), job_status=pb.JOB_STATUS_PENDING
+    )
+    handlers.on_status_update(workflow, answer, AGENT, 1100.0)
+    old_job, old_job3 = job_of(workflow, "step2"), job_of(workflow, "step3")
+    sends = handlers.on_tick(workflow, 1002.0 + T.job_lease)
+    step2 = workflow.steps["step2"]
+    assert step2.attempts[0].state == AttemptState.ABANDONED
+    assert step2.attempts[0].reason.startswith("agent silent for")
+    kills = of_type(sends, pb.JobKill)
+    assert {k.message.job_uuid for k in kills} == {old_job, old_job3}
+    assert len(of_type(sends, pb.JobFulfillmentRequest)) == 2
+    assert workflow.steps["step1"].current.state == AttemptState.PENDING  # type: ignore[union-attr]
+    late = pb.JobStatusUpdate(job_uuid=old_job, job_status=pb.JOB_STATUS_COMPLETED)
+    assert handlers.on_status_update(workflow, late, AGENT, 1200.0) == []
+
+
+def test_an_expired_offer_is_rejected() -> None:
+    workflow, requests = new_workflow()
+    offer = FakeAgent().offer(requests[0].message)
+    offer.expiration.FromSeconds(999)
+    sends = handlers.on_offer(workflow, offer, AGENT, 1000.0)
+    assert [type(s.message) for s in sends] == [pb.JobFulfillmentOfferReject]
+    assert sends[0].message.reject_message == "offer expired"
+    assert workflow.steps["step1"].current.state == AttemptState.REQUESTING  # type: ignore[union-attr]
 
 
 def test_cancel_kills_live_jobs_and_ends_the_workflow() -> None:

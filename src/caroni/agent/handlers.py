@@ -63,13 +63,21 @@ def on_request(
     policy: Policy,
     node_uuid: uuid.UUID,
     now: float,
+    standing: Offer | None = None,
 ) -> tuple[Offer | None, Send]:
-    """Offer for a request we can serve, decline it otherwise."""
+    """Offer for a request we can serve, decline it otherwise.
+
+    ``standing`` is an offer still open for the same request and manager (the
+    request was broadcast again): it is sent again rather than doubled.
+    Returns the new offer to store (None when declining or repeating).
+    """
     site = pb.Site(
         site_identifier=policy.site_identifier,
         site_uuid=node_uuid.bytes,
         site_contact=policy.site_contact,
     )
+    if standing is not None and standing.state == OfferState.OPEN and now < standing.expires_at:
+        return None, Send(reply_to, _offer_message(standing, site, load, policy))
     reason = decline_reason(request, catalogue, load, policy)
     if reason:
         decline = pb.JobFulfillmentDecline(
@@ -86,17 +94,22 @@ def on_request(
         created_at=now,
         expires_at=now + policy.offer_ttl,
     )
+    return offer, Send(reply_to, _offer_message(offer, site, load, policy))
+
+
+def _offer_message(
+    offer: Offer, site: pb.Site, load: Load, policy: Policy
+) -> pb.JobFulfillmentOffer:
     expiration = Timestamp()
     expiration.FromNanoseconds(int(offer.expires_at * 1e9))
-    message = pb.JobFulfillmentOffer(
-        request_uuid=request.request_uuid,
+    return pb.JobFulfillmentOffer(
+        request_uuid=raw(offer.request_uuid),
         offer_uuid=raw(offer.offer_uuid),
         site=site,
         offer_message=f"{policy.site_identifier or 'agent'} can run {offer.job_type}",
         expiration=expiration,
         load=pb.AgentLoad(slots=policy.slots, running=load.running, reserved=load.reserved),
     )
-    return offer, Send(reply_to, message)
 
 
 def on_accept(

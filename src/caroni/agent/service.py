@@ -100,6 +100,7 @@ class AgentRole:
                 policy=self.policy,
                 node_uuid=tx.node_uuid,
                 now=tx.now,
+                standing=self.store.open_offer_for(tx.conn, tx.subject, incoming.reply_to),
             )
             if offer is not None:
                 self.store.add_offer(tx.conn, offer)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from sqlalchemy import Connection, delete, func, insert, select, update
 
@@ -45,8 +46,20 @@ class AgentStore:
 
     def offer(self, conn: Connection, offer_uuid: str) -> Offer | None:
         row = conn.execute(select(offers).where(offers.c.offer_uuid == offer_uuid)).first()
-        if row is None:
-            return None
+        return None if row is None else self._offer(row)
+
+    def open_offer_for(self, conn: Connection, request_uuid: str, manager_key: str) -> Offer | None:
+        """The offer still open for this request and manager, if any."""
+        query = select(offers).where(
+            offers.c.request_uuid == request_uuid,
+            offers.c.manager_key == manager_key,
+            offers.c.state == str(OfferState.OPEN),
+        )
+        row = conn.execute(query).first()
+        return None if row is None else self._offer(row)
+
+    @staticmethod
+    def _offer(row: Any) -> Offer:
         return Offer(
             offer_uuid=row.offer_uuid,
             request_uuid=row.request_uuid,

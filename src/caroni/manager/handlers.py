@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from caroni.errors import SetAside
 from caroni.manager.model import (
@@ -152,15 +153,17 @@ def on_offer(
     if attempt.offer_uuid == offer_uuid:
         # The same offer again (a redelivery or a repeated accept): say yes again.
         return [Send(reply_to, _accept(attempt))] if attempt.state == AttemptState.ACCEPTING else []
+    expired = msg.HasField("expiration") and msg.expiration.ToNanoseconds() < now * 1e9
     if (
-        workflow.state.finished
+        expired
+        or workflow.state.finished
         or attempt is not step.current
         or attempt.state != AttemptState.REQUESTING
     ):
         reject = pb.JobFulfillmentOfferReject(
             request_uuid=msg.request_uuid,
             offer_uuid=msg.offer_uuid,
-            reject_message="request already served",
+            reject_message="offer expired" if expired else "request already served",
         )
         return [Send(reply_to, reject)]
     attempt.state = AttemptState.ACCEPTING
@@ -217,6 +220,8 @@ def on_job_accepted(
         return [Send(reply_to, pb.JobKill(job_uuid=msg.job_uuid, kill_info="no longer wanted"))]
     attempt.state = AttemptState.PENDING
     attempt.updated_at = now
+    attempt.last_heard_at = now
+    attempt.last_polled_at = now
     step.state = StepState.PLACED
     workflow.updated_at = now
     sends = [Send(reply_to, pb.JobStatusRequest(job_uuid=msg.job_uuid))]
@@ -245,11 +250,13 @@ def on_status_update(
     step, attempt = _job_attempt(workflow, msg.job_uuid, reply_to)
     if not attempt.state.live or attempt is not step.current or workflow.state.finished:
         return []  # late news about a job we no longer follow
+    attempt.last_heard_at = now
     attempt.status_info = msg.status_info
     attempt.updated_at = now
     workflow.updated_at = now
     if msg.job_status == pb.JOB_STATUS_FAILED:
-        return _attempt_failed(workflow, step, attempt, msg.status_info or "job failed", now)
+        reason = msg.status_info or "job failed"
+        return _give_up(workflow, step, attempt, AttemptState.FAILED, reason, now)
     if msg.job_status == pb.JOB_STATUS_COMPLETED:
         attempt.completed_seen = True
         return _maybe_complete_step(workflow, step, attempt, now)
@@ -266,6 +273,7 @@ def on_data(workflow: Workflow, msg: pb.JobDataAvailable, reply_to: str, now: fl
     step, attempt = _job_attempt(workflow, msg.job_uuid, reply_to)
     if not attempt.state.live or attempt is not step.current or workflow.state.finished:
         return []
+    attempt.last_heard_at = now
     for parameter in msg.parameters:
         if parameter.key not in step.outputs:
             continue  # an output the template does not use
@@ -297,17 +305,32 @@ def _maybe_complete_step(
     return _deliver_data(workflow) + _record_outputs(workflow, now)
 
 
-def _attempt_failed(
-    workflow: Workflow, step: Step, attempt: Attempt, reason: str, now: float
+def _give_up(
+    workflow: Workflow,
+    step: Step,
+    attempt: Attempt,
+    state: AttemptState,
+    reason: str,
+    now: float,
+    *,
+    retry: bool = True,
 ) -> list[Send]:
-    attempt.state = AttemptState.FAILED
+    """End an attempt; request the step again while attempts remain, else fail."""
+    attempt.state = state
     attempt.reason = reason
-    if len(step.attempts) < workflow.max_attempts:
-        return [_request(workflow, step, now)]
+    attempt.updated_at = now
+    sends: list[Send] = []
+    if state == AttemptState.ABANDONED and attempt.job_uuid and attempt.agent_key:
+        # The job may still be alive somewhere: it must not go on.
+        kill = pb.JobKill(job_uuid=raw_of(attempt.job_uuid), kill_info=reason)
+        sends.append(Send(attempt.agent_key, kill))
+    if retry and len(step.attempts) < workflow.max_attempts:
+        return sends + [_request(workflow, step, now)]
     step.state = StepState.FAILED
     step.reason = reason
-    why = f"step {step.name!r} failed after {len(step.attempts)} attempts: {reason}"
-    return finish(workflow, WorkflowState.FAILED, why, now)
+    tries = len(step.attempts)
+    why = f"step {step.name!r} failed after {tries} attempt{'s' if tries > 1 else ''}: {reason}"
+    return sends + finish(workflow, WorkflowState.FAILED, why, now)
 
 
 def _deliver_data(workflow: Workflow) -> list[Send]:
@@ -406,60 +429,110 @@ def status_message(workflow: Workflow) -> pb.WorkFlowStatus:
 
 # --- timers ---------------------------------------------------------------------------
 
-REBROADCAST_FIRST = 2.0  # seconds before a request with no offer is broadcast again
-REBROADCAST_MAX = 60.0  # the backoff doubles up to this
-ACCEPT_TIMEOUT = 60.0  # an accepted offer must become a job within this
-STALLED_AFTER = 10.0  # a request waiting this long marks the workflow stalled
+
+@dataclass(frozen=True, slots=True)
+class Timings:
+    """How long the manager waits before it acts on silence (seconds)."""
+
+    rebroadcast_first: float = 2.0  # a request with no offer is broadcast again after this
+    rebroadcast_max: float = 60.0  # ... the wait doubling up to this
+    stalled_after: float = 10.0  # a request waiting this long marks the workflow stalled
+    request_deadline: float | None = None  # fail the step if no agent offers within this
+    accept_timeout: float = 60.0  # an accepted offer must become a job within this
+    status_interval: float = 30.0  # ask a silent job's agent for its status this often
+    job_lease: float = 180.0  # give a job up when its agent stays silent this long
 
 
-def _rebroadcast_at(attempt: Attempt) -> float:
-    delay = min(REBROADCAST_FIRST * 2 ** (attempt.broadcasts - 1), REBROADCAST_MAX)
+DEFAULT_TIMINGS = Timings()
+
+
+def _rebroadcast_at(attempt: Attempt, timings: Timings) -> float:
+    delay = min(timings.rebroadcast_first * 2 ** (attempt.broadcasts - 1), timings.rebroadcast_max)
     return attempt.updated_at + delay
 
 
-def next_wake(workflow: Workflow) -> float | None:
+def _heard_or_polled(attempt: Attempt) -> float:
+    return max(attempt.last_heard_at or attempt.updated_at, attempt.last_polled_at or 0.0)
+
+
+def _deadlines(attempt: Attempt, timings: Timings) -> list[float]:
+    """When this attempt's timers fire, by its state."""
+    if attempt.state == AttemptState.REQUESTING:
+        # "stalled" is noticed at a rebroadcast, so it needs no timer of its own.
+        due = [_rebroadcast_at(attempt, timings)]
+        if timings.request_deadline is not None:
+            due.append(attempt.requested_at + timings.request_deadline)
+        return due
+    if attempt.state == AttemptState.ACCEPTING:
+        return [attempt.updated_at + timings.accept_timeout]
+    if attempt.state.has_job and attempt.state.live:
+        heard = attempt.last_heard_at or attempt.updated_at
+        return [_heard_or_polled(attempt) + timings.status_interval, heard + timings.job_lease]
+    return []
+
+
+def next_wake(workflow: Workflow, timings: Timings = DEFAULT_TIMINGS) -> float | None:
     """When this workflow's earliest timer is due (stored, so timers survive restarts)."""
     if workflow.state.finished:
         return None
-    due: list[float] = []
-    for step in workflow.steps.values():
-        current = step.current
-        if current is None:
-            continue
-        if current.state == AttemptState.REQUESTING:
-            due.append(_rebroadcast_at(current))
-        elif current.state == AttemptState.ACCEPTING:
-            due.append(current.updated_at + ACCEPT_TIMEOUT)
+    due = [
+        moment
+        for step in workflow.steps.values()
+        if step.current is not None
+        for moment in _deadlines(step.current, timings)
+    ]
     return min(due) if due else None
 
 
-def on_tick(workflow: Workflow, now: float) -> list[Send]:
-    """Fire due timers: broadcast unanswered requests again, replace lost acceptances."""
+def on_tick(workflow: Workflow, now: float, timings: Timings = DEFAULT_TIMINGS) -> list[Send]:
+    """Fire due timers: broadcast unanswered requests again, replace lost acceptances,
+    poll silent jobs and give up on those whose agent stays silent past the lease."""
     if workflow.state.finished:
         return []
     sends: list[Send] = []
     waiting: list[str] = []
-    for step in workflow.steps.values():
+    for step in list(workflow.steps.values()):
         current = step.current
-        if current is None:
+        if current is None or workflow.state.finished:
             continue
         if current.state == AttemptState.REQUESTING:
-            if now >= _rebroadcast_at(current):
+            waited = now - current.requested_at
+            if timings.request_deadline is not None and waited >= timings.request_deadline:
+                why = f"no agent offered {step.job_type!r} within {timings.request_deadline:g}s"
+                sends += _give_up(
+                    workflow, step, current, AttemptState.ABANDONED, why, now, retry=False
+                )
+                continue
+            if now >= _rebroadcast_at(current, timings):
                 current.broadcasts += 1
                 current.updated_at = now
                 sends.append(Send(FULFILLMENT_KEY, request_message(step, current)))
-            if now - current.requested_at >= STALLED_AFTER:
+            if waited >= timings.stalled_after:
                 waiting.append(step.job_type)
-        elif current.state == AttemptState.ACCEPTING and now >= current.updated_at + ACCEPT_TIMEOUT:
-            # The agent never confirmed: forget that offer and ask everyone again.
-            current.state = AttemptState.ABANDONED
-            current.reason = "no JobAccepted after the offer was accepted"
-            sends.append(_request(workflow, step, now))
+        elif current.state == AttemptState.ACCEPTING:
+            if now >= current.updated_at + timings.accept_timeout:
+                why = "no JobAccepted after the offer was accepted"
+                sends += _give_up(workflow, step, current, AttemptState.ABANDONED, why, now)
+        elif current.state.has_job and current.state.live:
+            heard = current.last_heard_at or current.updated_at
+            if now >= heard + timings.job_lease:
+                why = f"agent silent for {now - heard:.0f}s about its job"
+                sends += _give_up(workflow, step, current, AttemptState.ABANDONED, why, now)
+            elif now >= _heard_or_polled(current) + timings.status_interval:
+                current.last_polled_at = now
+                assert current.job_uuid is not None and current.agent_key is not None
+                poll = pb.JobStatusRequest(job_uuid=raw_of(current.job_uuid))
+                sends.append(Send(current.agent_key, poll))
+    if workflow.state.finished:
+        return sends
     if waiting:
+        if workflow.state != WorkflowState.STALLED:
+            workflow.updated_at = now
         workflow.state = WorkflowState.STALLED
         workflow.reason = "waiting for an agent offering " + ", ".join(sorted(set(waiting)))
     elif workflow.state == WorkflowState.STALLED:
         workflow.state = WorkflowState.RUNNING
         workflow.reason = ""
-    workflow.updated_at = now if sends else workflow.updated_at
+    if sends:
+        workflow.updated_at = now
     return sends

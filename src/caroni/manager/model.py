@@ -69,6 +69,8 @@ class Attempt(BaseModel):
     reason: str = ""
     outputs: dict[str, str] = Field(default_factory=dict)
     completed_seen: bool = False  # the agent said COMPLETED (outputs may still be in flight)
+    last_heard_at: float | None = None  # last message from the agent about the job
+    last_polled_at: float | None = None  # last JobStatusRequest we sent
 
 
 class StepState(StrEnum):

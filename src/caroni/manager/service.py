@@ -33,8 +33,13 @@ class ManagerRole:
 
     name = "manager"
 
-    def __init__(self, default_max_attempts: int = handlers.DEFAULT_MAX_ATTEMPTS) -> None:
-        self.store = WorkflowStore()
+    def __init__(
+        self,
+        default_max_attempts: int = handlers.DEFAULT_MAX_ATTEMPTS,
+        timings: handlers.Timings = handlers.DEFAULT_TIMINGS,
+    ) -> None:
+        self.store = WorkflowStore(timings)
+        self.timings = timings
         self.default_max_attempts = default_max_attempts
 
     def bindings(self, own_key: str) -> list[str]:
@@ -116,6 +121,19 @@ class ManagerRole:
         _log_state(workflow, "WorkFlowCreate")
         return workflow
 
+    def cancel(self, tx: Tx, workflow_id: str, reason: str) -> Workflow | None:
+        """Cancel a workflow (from the web site or the HTTP API); None if there is none.
+
+        Cancelling a finished workflow changes nothing.
+        """
+        loaded = self.store.load(tx.conn, workflow_id)
+        if loaded is None:
+            return None
+        tx.subject = loaded.workflow.id
+        tx.send_all(handlers.cancel(loaded.workflow, reason, tx.now))
+        self.store.save(tx.conn, loaded)
+        return loaded.workflow
+
     def add_template(self, tx: Tx, template: Template) -> None:
         self.store.put_template(tx.conn, template, tx.now)
 
@@ -125,7 +143,7 @@ class ManagerRole:
             if loaded is None:
                 continue
             tx.subject = workflow_id
-            tx.send_all(handlers.on_tick(loaded.workflow, tx.now))
+            tx.send_all(handlers.on_tick(loaded.workflow, tx.now, self.timings))
             self.store.save(tx.conn, loaded)
             tx.flush()  # each workflow's messages logged under its own id
         return self.store.next_wake(tx.conn)

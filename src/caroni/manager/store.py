@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Connection, func, insert, select, update
 
 from caroni.errors import CaroniError
-from caroni.manager.handlers import next_wake
+from caroni.manager.handlers import DEFAULT_TIMINGS, Timings, next_wake
 from caroni.manager.model import Workflow
 from caroni.manager.templates import Template
 from caroni.store.tables import templates, workflow_routes, workflows
@@ -29,7 +29,8 @@ class Loaded:
 class WorkflowStore:
     """Workflows stored one row each (summary columns + the aggregate as JSON)."""
 
-    def __init__(self) -> None:
+    def __init__(self, timings: Timings = DEFAULT_TIMINGS) -> None:
+        self.timings = timings
         self._template_cache: dict[str, tuple[float, Template]] = {}
 
     # --- workflows --------------------------------------------------------------------
@@ -58,7 +59,7 @@ class WorkflowStore:
             "state": str(workflow.state),
             "reason": workflow.reason,
             "updated_at": workflow.updated_at,
-            "wake_at": next_wake(workflow),
+            "wake_at": next_wake(workflow, self.timings),
             "doc": workflow.model_dump_json(),
         }
         if loaded.version == 0:
@@ -116,16 +117,19 @@ class WorkflowStore:
             )
 
     def get_template(self, conn: Connection, name: str) -> Template | None:
-        row = conn.execute(
-            select(templates.c.parsed, templates.c.updated_at).where(templates.c.name == name)
-        ).first()
-        if row is None:
+        updated_at = conn.execute(
+            select(templates.c.updated_at).where(templates.c.name == name)
+        ).scalar_one_or_none()
+        if updated_at is None:
             return None
         cached = self._template_cache.get(name)
-        if cached is not None and cached[0] == row.updated_at:
+        if cached is not None and cached[0] == updated_at:
             return cached[1]
-        template = Template.from_json(row.parsed)
-        self._template_cache[name] = (row.updated_at, template)
+        parsed = conn.execute(
+            select(templates.c.parsed).where(templates.c.name == name)
+        ).scalar_one()
+        template = Template.from_json(parsed)
+        self._template_cache[name] = (updated_at, template)
         return template
 
     def template_names(self, conn: Connection) -> list[str]:
