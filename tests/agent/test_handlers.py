@@ -172,3 +172,20 @@ def test_a_request_broadcast_again_gets_the_same_open_offer() -> None:
         standing=offer,
     )
     assert expired_offer is not None and expired_offer.offer_uuid != offer.offer_uuid
+
+
+@pytest.mark.parametrize(
+    ("policy", "served"),
+    [
+        (Policy(), True),
+        (Policy(allow_managers=frozenset({MANAGER})), True),
+        (Policy(allow_managers=frozenset({MANAGER.rsplit(".", 1)[1]})), True),
+        (Policy(allow_managers=frozenset({"wf.manager.other"})), False),
+        (Policy(deny_managers=frozenset({MANAGER})), False),
+    ],
+)
+def test_an_agent_offers_only_to_the_managers_it_serves(policy: Policy, served: bool) -> None:
+    offer, send = offer_for(request("upper", "message"), policy=policy)
+    assert (offer is not None) == served
+    if not served:
+        assert send.message.decline_message == "this agent does not serve that manager"

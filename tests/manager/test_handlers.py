@@ -381,3 +381,27 @@ def test_cancel_kills_live_jobs_and_ends_the_workflow() -> None:
     assert workflow.state == WorkflowState.CANCELLED
     assert len(of_type(sends, pb.JobKill)) == 3
     assert handlers.cancel(workflow, "again", 6.0) == []
+
+
+def test_an_offer_window_takes_the_least_loaded_offer_and_rejects_the_others() -> None:
+    workflow, requests = new_workflow()
+    timings = handlers.Timings(offer_window=0.5)
+    request = requests[0].message
+
+    def offer(running: int, slots: int = 2) -> pb.JobFulfillmentOffer:
+        message = FakeAgent().offer(request)
+        message.load.CopyFrom(pb.AgentLoad(slots=slots, running=running))
+        return message
+
+    busy, idle = offer(running=2), offer(running=0)
+    assert handlers.on_offer(workflow, busy, AGENT, 1000.1, timings) == []
+    assert handlers.on_offer(workflow, idle, OTHER_AGENT, 1000.2, timings) == []
+    assert handlers.next_wake(workflow, timings) == 1000.6
+    sends = handlers.on_tick(workflow, 1000.6, timings)
+    accepted = of_type(sends, pb.JobFulfillmentOfferAccept)
+    rejected = of_type(sends, pb.JobFulfillmentOfferReject)
+    assert [(s.to, s.message.offer_uuid) for s in accepted] == [(OTHER_AGENT, idle.offer_uuid)]
+    assert [(s.to, s.message.offer_uuid) for s in rejected] == [(AGENT, busy.offer_uuid)]
+    assert workflow.steps["step1"].current.agent_key == OTHER_AGENT  # type: ignore[union-attr]
+    late = handlers.on_offer(workflow, offer(running=0), AGENT, 1000.7, timings)
+    assert [type(s.message) for s in late] == [pb.JobFulfillmentOfferReject]

@@ -36,11 +36,14 @@ class OfferUnavailable(Exception):
 
 def decline_reason(
     request: pb.JobFulfillmentRequest,
+    manager_key: str,
     catalogue: Mapping[str, JobTypeSpec],
     load: Load,
     policy: Policy,
 ) -> str:
     """Why this agent will not offer for ``request``, or "" when it will."""
+    if not policy.serves(manager_key):
+        return "this agent does not serve that manager"
     spec = catalogue.get(request.job_type_name)
     if spec is None:
         return f"no job type {request.job_type_name!r} here"
@@ -78,7 +81,7 @@ def on_request(
     )
     if standing is not None and standing.state == OfferState.OPEN and now < standing.expires_at:
         return None, Send(reply_to, _offer_message(standing, site, load, policy))
-    reason = decline_reason(request, catalogue, load, policy)
+    reason = decline_reason(request, reply_to, catalogue, load, policy)
     if reason:
         decline = pb.JobFulfillmentDecline(
             request_uuid=request.request_uuid, site=site, decline_message=reason

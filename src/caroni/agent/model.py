@@ -89,3 +89,12 @@ class Policy:
     offer_ttl: float = 60.0  # seconds an offer stays valid
     site_identifier: str = ""
     site_contact: str = ""
+    # Managers served, by routing key or key id: None serves every manager not denied.
+    allow_managers: frozenset[str] | None = None
+    deny_managers: frozenset[str] = frozenset()
+
+    def serves(self, manager_key: str) -> bool:
+        names = {manager_key, manager_key.rsplit(".", 1)[-1]}
+        if names & self.deny_managers:
+            return False
+        return self.allow_managers is None or bool(names & self.allow_managers)

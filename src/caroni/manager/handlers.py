@@ -19,6 +19,7 @@ from caroni.errors import SetAside
 from caroni.manager.model import (
     Attempt,
     AttemptState,
+    Candidate,
     Dataflow,
     Step,
     StepState,
@@ -30,6 +31,26 @@ from caroni.node.runtime import Send
 from caroni.protocol import FULFILLMENT_KEY, pb
 
 DEFAULT_MAX_ATTEMPTS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Timings:
+    """How long the manager waits before it acts (seconds)."""
+
+    rebroadcast_first: float = 2.0  # a request with no offer is broadcast again after this
+    rebroadcast_max: float = 60.0  # ... the wait doubling up to this
+    stalled_after: float = 10.0  # a request waiting this long marks the workflow stalled
+    request_deadline: float | None = None  # fail the step if no agent offers within this
+    accept_timeout: float = 60.0  # an accepted offer must become a job within this
+    status_interval: float = 30.0  # ask a silent job's agent for its status this often
+    job_lease: float = 180.0  # give a job up when its agent stays silent this long
+    # 0: take the first offer. Otherwise collect offers this long after the first
+    # one and take the least loaded (load as the agents report it).
+    offer_window: float = 0.0
+
+
+DEFAULT_TIMINGS = Timings()
+
 
 _STATUS_TO_ATTEMPT = {
     pb.JOB_STATUS_PENDING: AttemptState.PENDING,
@@ -142,9 +163,14 @@ def request_message(step: Step, attempt: Attempt) -> pb.JobFulfillmentRequest:
 
 
 def on_offer(
-    workflow: Workflow, msg: pb.JobFulfillmentOffer, reply_to: str, now: float
+    workflow: Workflow,
+    msg: pb.JobFulfillmentOffer,
+    reply_to: str,
+    now: float,
+    timings: Timings = DEFAULT_TIMINGS,
 ) -> list[Send]:
-    """Take the first offer for a live request; politely reject every other one."""
+    """Take the first offer for a live request (or, with an offer window, the least
+    loaded one offered within it); politely reject every other one."""
     found = workflow.find_attempt(hex_of(msg.request_uuid))
     offer_uuid = hex_of(msg.offer_uuid)
     if found is None:
@@ -166,13 +192,51 @@ def on_offer(
             reject_message="offer expired" if expired else "request already served",
         )
         return [Send(reply_to, reject)]
+    site = msg.site.site_identifier if msg.HasField("site") else ""
+    candidate = Candidate(
+        offer_uuid=offer_uuid, agent_key=reply_to, agent_site=site, load=_load(msg)
+    )
+    if timings.offer_window <= 0:
+        return _take(workflow, attempt, candidate, now)
+    if all(c.offer_uuid != offer_uuid for c in attempt.candidates):
+        attempt.candidates.append(candidate)
+    if attempt.window_closes_at is None:
+        attempt.window_closes_at = now + timings.offer_window
+    return []
+
+
+def _load(msg: pb.JobFulfillmentOffer) -> float:
+    """Busy share an offer reports (running and reserved per slot); unknown sorts last."""
+    if not msg.HasField("load") or msg.load.slots == 0:
+        return float("inf")
+    return (msg.load.running + msg.load.reserved) / msg.load.slots
+
+
+def _take(workflow: Workflow, attempt: Attempt, candidate: Candidate, now: float) -> list[Send]:
     attempt.state = AttemptState.ACCEPTING
-    attempt.offer_uuid = offer_uuid
-    attempt.agent_key = reply_to
-    attempt.agent_site = msg.site.site_identifier if msg.HasField("site") else ""
+    attempt.offer_uuid = candidate.offer_uuid
+    attempt.agent_key = candidate.agent_key
+    attempt.agent_site = candidate.agent_site
     attempt.updated_at = now
     workflow.updated_at = now
-    return [Send(reply_to, _accept(attempt))]
+    return [Send(candidate.agent_key, _accept(attempt))]
+
+
+def _close_window(workflow: Workflow, attempt: Attempt, now: float) -> list[Send]:
+    """Accept the least loaded offer collected (the earliest among equals); reject the rest."""
+    chosen = min(attempt.candidates, key=lambda c: c.load)
+    sends = _take(workflow, attempt, chosen, now)
+    for other in attempt.candidates:
+        if other is not chosen:
+            reject = pb.JobFulfillmentOfferReject(
+                request_uuid=raw_of(attempt.request_uuid),
+                offer_uuid=raw_of(other.offer_uuid),
+                reject_message="another offer was taken",
+            )
+            sends.append(Send(other.agent_key, reject))
+    attempt.candidates = []
+    attempt.window_closes_at = None
+    return sends
 
 
 def _accept(attempt: Attempt) -> pb.JobFulfillmentOfferAccept:
@@ -430,22 +494,6 @@ def status_message(workflow: Workflow) -> pb.WorkFlowStatus:
 # --- timers ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Timings:
-    """How long the manager waits before it acts on silence (seconds)."""
-
-    rebroadcast_first: float = 2.0  # a request with no offer is broadcast again after this
-    rebroadcast_max: float = 60.0  # ... the wait doubling up to this
-    stalled_after: float = 10.0  # a request waiting this long marks the workflow stalled
-    request_deadline: float | None = None  # fail the step if no agent offers within this
-    accept_timeout: float = 60.0  # an accepted offer must become a job within this
-    status_interval: float = 30.0  # ask a silent job's agent for its status this often
-    job_lease: float = 180.0  # give a job up when its agent stays silent this long
-
-
-DEFAULT_TIMINGS = Timings()
-
-
 def _rebroadcast_at(attempt: Attempt, timings: Timings) -> float:
     delay = min(timings.rebroadcast_first * 2 ** (attempt.broadcasts - 1), timings.rebroadcast_max)
     return attempt.updated_at + delay
@@ -460,6 +508,8 @@ def _deadlines(attempt: Attempt, timings: Timings) -> list[float]:
     if attempt.state == AttemptState.REQUESTING:
         # "stalled" is noticed at a rebroadcast, so it needs no timer of its own.
         due = [_rebroadcast_at(attempt, timings)]
+        if attempt.window_closes_at is not None:
+            due.append(attempt.window_closes_at)
         if timings.request_deadline is not None:
             due.append(attempt.requested_at + timings.request_deadline)
         return due
@@ -496,6 +546,9 @@ def on_tick(workflow: Workflow, now: float, timings: Timings = DEFAULT_TIMINGS) 
         if current is None or workflow.state.finished:
             continue
         if current.state == AttemptState.REQUESTING:
+            if current.window_closes_at is not None and now >= current.window_closes_at:
+                sends += _close_window(workflow, current, now)
+                continue
             waited = now - current.requested_at
             if timings.request_deadline is not None and waited >= timings.request_deadline:
                 why = f"no agent offered {step.job_type!r} within {timings.request_deadline:g}s"

@@ -51,6 +51,15 @@ class AttemptState(StrEnum):
         )
 
 
+class Candidate(BaseModel):
+    """An offer held while the manager's offer window is open."""
+
+    offer_uuid: str
+    agent_key: str
+    agent_site: str = ""
+    load: float = 0.0
+
+
 class Attempt(BaseModel):
     """One try at a step: a request, the offer taken, and the job it became."""
 
@@ -71,6 +80,8 @@ class Attempt(BaseModel):
     completed_seen: bool = False  # the agent said COMPLETED (outputs may still be in flight)
     last_heard_at: float | None = None  # last message from the agent about the job
     last_polled_at: float | None = None  # last JobStatusRequest we sent
+    candidates: list[Candidate] = Field(default_factory=list)  # offers held in the window
+    window_closes_at: float | None = None
 
 
 class StepState(StrEnum):

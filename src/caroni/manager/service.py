@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 from caroni.errors import SetAside
 from caroni.manager import handlers
@@ -16,16 +18,7 @@ from caroni.protocol import pb
 
 log = logging.getLogger("caroni.manager")
 
-JobHandler = Callable[[Workflow, object, str, float], list[Send]]
-
-# Which uuid field of each message finds its workflow, and the handler to apply.
-_ROUTED: dict[str, tuple[str, JobHandler]] = {
-    "JobFulfillmentOffer": ("request_uuid", handlers.on_offer),  # type: ignore[dict-item]
-    "JobFulfillmentDecline": ("request_uuid", handlers.on_decline),  # type: ignore[dict-item]
-    "JobAccepted": ("offer_uuid", handlers.on_job_accepted),  # type: ignore[dict-item]
-    "JobStatusUpdate": ("job_uuid", handlers.on_status_update),  # type: ignore[dict-item]
-    "JobDataAvailable": ("job_uuid", handlers.on_data),  # type: ignore[dict-item]
-}
+JobHandler = Callable[[Workflow, Any, str, float], list[Send]]
 
 
 class ManagerRole:
@@ -41,6 +34,17 @@ class ManagerRole:
         self.store = WorkflowStore(timings)
         self.timings = timings
         self.default_max_attempts = default_max_attempts
+        # Which uuid field of each message finds its workflow, and the handler to apply.
+        self._routed: dict[str, tuple[str, JobHandler]] = {
+            "JobFulfillmentOffer": (
+                "request_uuid",
+                functools.partial(handlers.on_offer, timings=timings),
+            ),
+            "JobFulfillmentDecline": ("request_uuid", handlers.on_decline),
+            "JobAccepted": ("offer_uuid", handlers.on_job_accepted),
+            "JobStatusUpdate": ("job_uuid", handlers.on_status_update),
+            "JobDataAvailable": ("job_uuid", handlers.on_data),
+        }
 
     def bindings(self, own_key: str) -> list[str]:
         return [own_key]
@@ -48,8 +52,8 @@ class ManagerRole:
     def handle(self, tx: Tx, incoming: Incoming) -> None:
         kind = incoming.type_name
         msg = incoming.message
-        if kind in _ROUTED:
-            field, handler = _ROUTED[kind]
+        if kind in self._routed:
+            field, handler = self._routed[kind]
             key = uuid.UUID(bytes=getattr(msg, field)).hex
             loaded = self.store.load_by_key(tx.conn, key)
             if loaded is None:
