@@ -1,0 +1,149 @@
+"""Who a node is talking to: Ed25519 node keys, signatures, and the trust policy.
+
+Every node may hold a key pair. Its key id is ``ed25519:`` followed by the raw
+public key in URL-safe base64, so a key id is also the public key: a signature
+can be checked without a lookup, and *trusting* a key means listing its id.
+
+What is signed: the payload and the envelope fields replay checks rely on (see
+:func:`caroni.protocol.envelope.signed_bytes`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from caroni.errors import ConfigError
+from caroni.protocol import Opened
+
+KEY_ID_PREFIX = "ed25519:"
+
+
+def key_id_of(public_key: Ed25519PublicKey) -> str:
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return KEY_ID_PREFIX + base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def public_key_from_id(key_id: str) -> Ed25519PublicKey:
+    """The public key a key id spells; ValueError when it spells none."""
+    if not key_id.startswith(KEY_ID_PREFIX):
+        raise ValueError(f"not an {KEY_ID_PREFIX} key id: {key_id[:60]!r}")
+    encoded = key_id[len(KEY_ID_PREFIX) :]
+    try:
+        raw = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+        return Ed25519PublicKey.from_public_bytes(raw)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError(f"malformed key id {key_id[:60]!r}") from exc
+
+
+class NodeKey:
+    """A node's private key; signs envelopes (implements protocol.Signer)."""
+
+    def __init__(self, private_key: Ed25519PrivateKey) -> None:
+        self._private_key = private_key
+        self.key_id = key_id_of(private_key.public_key())
+
+    def sign(self, data: bytes) -> bytes:
+        return self._private_key.sign(data)
+
+    @classmethod
+    def generate(cls, path: Path) -> NodeKey:
+        """Create a key pair and write the private key, readable by its owner only."""
+        if path.exists():
+            raise ConfigError(f"{path} exists; refusing to overwrite a node key")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = Ed25519PrivateKey.generate()
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        # Created 0600 from the start, so the key is never readable by others.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as file:
+            file.write(pem)
+        return cls(key)
+
+    @classmethod
+    def load(cls, path: Path) -> NodeKey:
+        """Read a private key; refuse one that others may read."""
+        try:
+            mode = path.stat().st_mode
+        except FileNotFoundError:
+            raise ConfigError(f"no key at {path} (create one with `caroni keys init`)") from None
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise ConfigError(f"{path} is readable by others; run: chmod 600 {path}")
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ConfigError(f"{path} does not hold an Ed25519 private key")
+        return cls(key)
+
+
+def signature_valid(opened: Opened) -> bool:
+    """Whether a signed message's signature matches its key id and content."""
+    try:
+        public_key = public_key_from_id(opened.signator)
+        public_key.verify(base64.b64decode(opened.signature, validate=True), opened.signed_bytes)
+    except (ValueError, InvalidSignature, binascii.Error):
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class TrustPolicy:
+    """What a node accepts.
+
+    A signature that is present is always checked, and a bad one refused. With
+    ``require_signatures``, a message must also be signed by a trusted key, carry a
+    message id not seen before, and a sent-at that is neither older than
+    ``max_age`` nor further in the future than ``max_future_skew``.
+    ``allowed_submitters`` (trusted names) limits who may start workflows.
+    """
+
+    require_signatures: bool = False
+    trusted: Mapping[str, str] = field(default_factory=dict)  # name -> key id
+    max_age: float = 24 * 3600.0
+    max_future_skew: float = 300.0
+    allowed_submitters: frozenset[str] | None = None
+
+    def signer_name(self, key_id: str) -> str | None:
+        for name, trusted_id in self.trusted.items():
+            if trusted_id == key_id:
+                return name
+        return None
+
+    def refusal(self, opened: Opened, now: float, seen_before: bool) -> str:
+        """Why ``opened`` must be set aside, or "" when it may be handled."""
+        if opened.signator and not signature_valid(opened):
+            return f"bad signature (claimed signer {opened.signator[:60]})"
+        name = self.signer_name(opened.signator) if opened.signator else None
+        limited = opened.type_name == "WorkFlowCreate" and self.allowed_submitters is not None
+        if limited and (name is None or name not in self.allowed_submitters):  # type: ignore[operator]
+            return "WorkFlowCreate from a submitter that is not allowed"
+        if not self.require_signatures:
+            return ""
+        if not opened.signator:
+            return "unsigned message (this node requires signatures)"
+        if name is None:
+            return f"unknown signer {opened.signator[:60]}"
+        if not opened.message_id:
+            return "signed message without a message id (replays could not be detected)"
+        if seen_before:
+            return f"replay: message id {opened.message_id} was already handled"
+        if opened.sent_at is None:
+            return "signed message without a sent-at time"
+        sent = opened.sent_at.timestamp()
+        if now - sent > self.max_age:
+            return f"too old: sent {now - sent:.0f}s ago (limit {self.max_age:.0f}s)"
+        if sent - now > self.max_future_skew:
+            return f"sent-at {sent - now:.0f}s in the future (limit {self.max_future_skew:.0f}s)"
+        return ""
