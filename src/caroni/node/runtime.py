@@ -40,9 +40,10 @@ from sqlalchemy import Connection, Engine, delete, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from caroni.errors import EnvelopeError, SetAside
-from caroni.protocol import Opened, new_message_id, open_envelope, seal
+from caroni.protocol import Opened, Signer, new_message_id, open_envelope, seal
 from caroni.store.tables import dead_letters, inbox, message_log, outbox
 from caroni.transport.base import Consumer, Delivery, OutgoingMessage, Transport
+from caroni.trust import TrustPolicy
 
 log = logging.getLogger("caroni.node")
 
@@ -93,6 +94,7 @@ class Tx:
     node_uuid: uuid.UUID
     own_key: str
     record_traffic: bool = True
+    signer: Signer | None = None
     # The aggregate this transaction concerns (workflow id, job uuid): handlers
     # set it so that the traffic log can show one workflow's messages.
     subject: str = ""
@@ -102,7 +104,7 @@ class Tx:
 
     def send(self, to: str, message: Message) -> None:
         message_id = new_message_id()
-        body = seal(message, message_id=message_id, sender=self.node_uuid)
+        body = seal(message, message_id=message_id, sender=self.node_uuid, signer=self.signer)
         self.record("out", type(message).__name__, to, message_id, message)
         self._outgoing.append(
             {
@@ -183,6 +185,8 @@ class Node:
         queue_name: str,
         prefetch: int = 256,
         record_traffic: bool = True,
+        signer: Signer | None = None,
+        trust: TrustPolicy | None = None,
     ) -> None:
         self.role = role
         self.engine = engine
@@ -192,6 +196,8 @@ class Node:
         self.queue_name = queue_name
         self.prefetch = prefetch
         self.record_traffic = record_traffic
+        self.signer = signer
+        self.trust = trust or TrustPolicy()
         self.counters: dict[str, int] = {
             "handled": 0,
             "duplicates": 0,
@@ -265,6 +271,7 @@ class Node:
             node_uuid=self.node_uuid,
             own_key=self.own_key,
             record_traffic=self.record_traffic,
+            signer=self.signer,
         )
 
     def _committed(self, callbacks: list[Callable[[], None]]) -> None:
@@ -318,7 +325,13 @@ class Node:
             self._dead_letter(conn, delivery, "", f"cannot open envelope: {exc}")
             return []
         message_id = opened.message_id or delivery.message_id
-        if message_id and self._seen(conn, message_id):
+        seen = bool(message_id) and self._seen(conn, message_id)
+        refusal = self.trust.refusal(opened, time.time(), seen)
+        if refusal:
+            # Not remembered in the inbox: a refused message changed nothing.
+            self._dead_letter(conn, delivery, opened.type_name, refusal)
+            return []
+        if seen:
             self.counters["duplicates"] += 1
             log.debug("duplicate %s %s dropped", opened.type_name, message_id)
             return []
