@@ -474,3 +474,17 @@ async def test_jobs_run_concurrently(root: Path) -> None:
     assert [r.outputs for r in results[:6]] == [{"shouted": f"T{i}"} for i in range(6)]
     assert [r.outputs for r in results[6:]] == [{"o": str(i)} for i in range(6)]
     assert no_workdirs_left(root)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+async def test_a_body_can_run_as_another_user(tmp_path: Path) -> None:
+    spec = JobTypeSpec("whoami", (), ("user",), 'printf \'{"user": "%s"}\' "$(id -un)"')
+    result = await run_job(spec, {}, workdir_root=tmp_path, job_id="as-nobody", run_as="nobody")
+    assert result.ok, result.reason
+    assert result.outputs == {"user": "nobody"}
+
+
+async def test_an_unknown_user_to_run_as_is_refused(tmp_path: Path) -> None:
+    spec = JobTypeSpec("whoami", (), ("user",), "true")
+    with pytest.raises(ValueError, match="no user"):
+        await run_job(spec, {}, workdir_root=tmp_path, job_id="x", run_as="no-such-user-here")

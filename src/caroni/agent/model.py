@@ -92,6 +92,7 @@ class Policy:
     # Managers served, by routing key or key id: None serves every manager not denied.
     allow_managers: frozenset[str] | None = None
     deny_managers: frozenset[str] = frozenset()
+    run_as: str | None = None  # run job bodies as this user (the agent must be root)
 
     def serves(self, manager_key: str) -> bool:
         names = {manager_key, manager_key.rsplit(".", 1)[-1]}

@@ -19,6 +19,7 @@ import functools
 import json
 import logging
 import os
+import pwd
 import re
 import shutil
 import signal
@@ -239,11 +240,15 @@ async def run_job(
     timeout: float | None = None,  # overrides spec.timeout
     max_output_bytes: int = 4 * 1024 * 1024,
     extra_env: Mapping[str, str] | None = None,
+    run_as: str | None = None,
 ) -> JobResult:
     """Run ``spec``'s body with ``inputs`` and return its outputs or why it failed.
 
-    ``timeout`` overrides ``spec.timeout`` when given. Cancelling the awaiting task
-    kills the job's whole process group, removes its directory and re-raises.
+    ``timeout`` overrides ``spec.timeout`` when given. ``run_as`` names another
+    user to run the body as (the agent must be allowed to switch to it, i.e. run
+    as root); its working directory is handed to that user. Cancelling the
+    awaiting task kills the job's whole process group, removes its directory and
+    re-raises.
     """
     limit = spec.timeout if timeout is None else timeout
     if limit is not None and not limit > 0:
@@ -252,7 +257,13 @@ async def run_job(
         raise ValueError(f"max_output_bytes must be positive, not {max_output_bytes}")
     env_extra = dict(extra_env or {})
     _check_extra_env(env_extra)
-    run = _JobRun(spec, job_id, limit, max_output_bytes)
+    account = None
+    if run_as is not None:
+        try:
+            account = pwd.getpwnam(run_as)
+        except KeyError:
+            raise ValueError(f"no user {run_as!r} on this machine") from None
+    run = _JobRun(spec, job_id, limit, max_output_bytes, account)
     return await run.run(inputs, Path(workdir_root), env_extra)
 
 
@@ -260,8 +271,14 @@ class _JobRun:
     """The state of one run_job call: its warnings, its clock, its child."""
 
     def __init__(
-        self, spec: JobTypeSpec, job_id: str, limit: float | None, max_output_bytes: int
+        self,
+        spec: JobTypeSpec,
+        job_id: str,
+        limit: float | None,
+        max_output_bytes: int,
+        account: pwd.struct_passwd | None = None,
     ) -> None:
+        self.account = account
         self.spec = spec
         self.job_id = job_id
         self.limit = limit
@@ -317,8 +334,17 @@ class _JobRun:
             return self.result("bash not found; the job was not started")
         try:
             workdir = _make_workdir(workdir_root, job_id)
+            if self.account is not None:
+                os.chown(workdir, self.account.pw_uid, self.account.pw_gid)
         except OSError as exc:
             return self.result(f"could not create a work directory under {workdir_root}: {exc}")
+        as_user = {}
+        if self.account is not None:
+            as_user = {
+                "user": self.account.pw_uid,
+                "group": self.account.pw_gid,
+                "extra_groups": [],
+            }
 
         env = {"PATH": BASE_PATH, "HOME": str(workdir), "LANG": "C.UTF-8", "TMPDIR": str(workdir)}
         env.update({f"CARONI_ENV_{name}": inputs[name] for name in spec.inputs})
@@ -343,6 +369,7 @@ class _JobRun:
                     cwd=workdir,
                     env=env,
                     start_new_session=True,  # own process group: one kill reaches every child
+                    **as_user,  # type: ignore[arg-type]  # Popen takes user/group; the stub does not say
                 )
             )
             try:
