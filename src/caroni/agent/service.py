@@ -216,7 +216,13 @@ class AgentRole:
     async def _run(self, job: AgentJob, spec: JobTypeSpec) -> None:
         assert self._node is not None
         try:
-            result = await run_job(spec, job.inputs, workdir_root=self.workdir, job_id=job.job_uuid)
+            result = await run_job(
+                spec,
+                job.inputs,
+                workdir_root=self.workdir,
+                job_id=job.job_uuid,
+                run_as=self.policy.run_as,
+            )
         except asyncio.CancelledError:
             self._running.pop(job.job_uuid, None)
             self._wake.set()
