@@ -23,6 +23,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aio_pika
@@ -84,6 +85,10 @@ class AmqpSettings:
         publish_timeout: seconds one publish keeps retrying (across reconnects) until
             the broker confirms it, before :class:`TransportError`.
         reconnect_interval: seconds between reconnection attempts.
+        ca_file, cert_file, key_file: TLS (with an ``amqps://`` URL): the CA to
+            verify the broker with, and this node's client certificate and key.
+        password_file: read the password from this file instead of the URL, so it
+            appears in no command line or environment listing.
     """
 
     url: str = "amqp://guest:guest@127.0.0.1:5672/"
@@ -94,6 +99,10 @@ class AmqpSettings:
     heartbeat: int = 30
     publish_timeout: float = 30.0
     reconnect_interval: float = 1.0
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    password_file: str | None = None
 
     @property
     def declare_exchange_durable(self) -> bool:
@@ -259,8 +268,18 @@ class AmqpTransport(Transport):
         return self._settings
 
     def _connection_url(self) -> URL:
-        url = URL(self._settings.url)
+        settings = self._settings
+        url = URL(settings.url)
+        if settings.password_file:
+            url = url.with_password(Path(settings.password_file).read_text().strip())
         extra: dict[str, str] = {}
+        for option, value in (
+            ("cafile", settings.ca_file),
+            ("certfile", settings.cert_file),
+            ("keyfile", settings.key_file),
+        ):
+            if value and option not in url.query:
+                extra[option] = value
         if "heartbeat" not in url.query:
             extra["heartbeat"] = str(self._settings.heartbeat)
         if "reconnect_interval" not in url.query:
