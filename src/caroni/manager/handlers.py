@@ -171,11 +171,8 @@ def on_offer(
 ) -> list[Send]:
     """Take the first offer for a live request (or, with an offer window, the least
     loaded one offered within it); politely reject every other one."""
-    found = workflow.find_attempt(hex_of(msg.request_uuid))
+    step, attempt = _attempt_of(workflow, msg.request_uuid, "offer for a request")
     offer_uuid = hex_of(msg.offer_uuid)
-    if found is None:
-        raise SetAside("offer for a request this workflow does not have")
-    step, attempt = found
     if attempt.offer_uuid == offer_uuid:
         # The same offer again (a redelivery or a repeated accept): say yes again.
         return [Send(reply_to, _accept(attempt))] if attempt.state == AttemptState.ACCEPTING else []
@@ -251,10 +248,7 @@ def _accept(attempt: Attempt) -> pb.JobFulfillmentOfferAccept:
 def on_decline(
     workflow: Workflow, msg: pb.JobFulfillmentDecline, reply_to: str, now: float
 ) -> list[Send]:
-    found = workflow.find_attempt(hex_of(msg.request_uuid))
-    if found is None:
-        raise SetAside("decline for a request this workflow does not have")
-    _, attempt = found
+    _, attempt = _attempt_of(workflow, msg.request_uuid, "decline for a request")
     attempt.declines += 1
     if attempt.state == AttemptState.REQUESTING:
         attempt.status_info = msg.decline_message
@@ -264,10 +258,7 @@ def on_decline(
 def on_job_accepted(
     workflow: Workflow, msg: pb.JobAccepted, reply_to: str, now: float
 ) -> list[Send]:
-    found = workflow.find_attempt(hex_of(msg.offer_uuid))
-    if found is None:
-        raise SetAside("JobAccepted for an offer this workflow did not accept")
-    step, attempt = found
+    step, attempt = _attempt_of(workflow, msg.offer_uuid, "JobAccepted for an offer")
     _check_sender(attempt, reply_to)
     job_uuid = hex_of(msg.job_uuid)
     if attempt.job_uuid is not None:
@@ -347,12 +338,20 @@ def on_data(workflow: Workflow, msg: pb.JobDataAvailable, reply_to: str, now: fl
     return _maybe_complete_step(workflow, step, attempt, now)
 
 
-def _job_attempt(workflow: Workflow, job_uuid: bytes, reply_to: str) -> tuple[Step, Attempt]:
-    found = workflow.find_attempt(hex_of(job_uuid))
-    if found is None or found[1].job_uuid != hex_of(job_uuid):
-        raise SetAside("message about a job this workflow does not have")
-    _check_sender(found[1], reply_to)
+def _attempt_of(workflow: Workflow, key: bytes, what: str) -> tuple[Step, Attempt]:
+    """The step and attempt a request, offer or job uuid names; SetAside if none."""
+    found = workflow.find_attempt(hex_of(key))
+    if found is None:
+        raise SetAside(f"{what} this workflow does not have")
     return found
+
+
+def _job_attempt(workflow: Workflow, job_uuid: bytes, reply_to: str) -> tuple[Step, Attempt]:
+    step, attempt = _attempt_of(workflow, job_uuid, "message about a job")
+    if attempt.job_uuid != hex_of(job_uuid):
+        raise SetAside("message about a job this workflow does not have")
+    _check_sender(attempt, reply_to)
+    return step, attempt
 
 
 def _maybe_complete_step(
