@@ -11,6 +11,7 @@ import tempfile
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
@@ -24,6 +25,11 @@ from caroni.protocol import agent_key, manager_key, node_key_id
 from caroni.store import create_db_engine, migrate, node_uuid
 from caroni.transport.base import Transport
 
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from caroni.web import SiteServer
+
 log = logging.getLogger("caroni")
 
 
@@ -36,9 +42,15 @@ class _NodeService:
     node_uuid: uuid.UUID
     key: str
 
-    def __init__(self, transport: Transport, db_url: str) -> None:
+    def __init__(self, transport: Transport, db_url: str, http: str | None = None) -> None:
+        from caroni.web import parse_http
+
         self.transport = transport
         self.db_url = db_url
+        # Where the node's web site listens ("HOST:PORT"; port 0 picks a free one),
+        # or None for no site. Checked now so a typo fails before anything starts.
+        self.http = parse_http(http)
+        self.site: SiteServer | None = None
 
     def _open(self, role: Role, key_for: Callable[[uuid.UUID], str]) -> None:
         self.engine = create_db_engine(self.db_url)
@@ -54,7 +66,26 @@ class _NodeService:
             queue_name=f"caroni.{role.name}.{node_key_id(self.node_uuid)}",
         )
 
+    def site_app(self) -> FastAPI:
+        """This node's web site as an ASGI app (served on ``http``; tests call it directly)."""
+        raise NotImplementedError
+
+    async def _serve_site(self) -> None:
+        if self.http is not None:
+            from caroni.web import SiteServer
+
+            self.site = SiteServer(self.site_app(), self.http)
+            await self.site.start()
+
+    @property
+    def site_url(self) -> str:
+        """The site's address once it serves ("" when it does not)."""
+        return self.site.url if self.site is not None else ""
+
     async def stop(self) -> None:
+        if self.site is not None:
+            await self.site.stop()  # pages read through the node: stop them first
+            self.site = None
         await self.node.stop()
         self.engine.dispose()
 
@@ -64,14 +95,29 @@ class ManagerNode(_NodeService):
 
     role: ManagerRole
 
-    def __init__(self, transport: Transport, db_url: str, *, max_attempts: int = 5) -> None:
-        super().__init__(transport, db_url)
+    def __init__(
+        self,
+        transport: Transport,
+        db_url: str,
+        *,
+        max_attempts: int = 5,
+        name: str = "manager",
+        http: str | None = None,
+    ) -> None:
+        super().__init__(transport, db_url, http)
+        self.name = name  # shown on its web site; peers never see it
         self.role = ManagerRole(default_max_attempts=max_attempts)
 
     async def start(self) -> None:
         self._open(self.role, manager_key)
         await self.node.start()
+        await self._serve_site()
         log.info("manager %s listening as %s", self.node_uuid, self.key)
+
+    def site_app(self) -> FastAPI:
+        from caroni.web.manager import create_manager_app
+
+        return create_manager_app(self)
 
     async def add_template(self, template: Template) -> None:
         def write(tx: Tx) -> None:
@@ -97,8 +143,9 @@ class AgentNode(_NodeService):
         *,
         policy: Policy | None = None,
         workdir: Path | None = None,
+        http: str | None = None,
     ) -> None:
-        super().__init__(transport, db_url)
+        super().__init__(transport, db_url, http)
         if workdir is None:
             workdir = Path(tempfile.gettempdir()) / "caroni-jobs"
         workdir.mkdir(parents=True, exist_ok=True)
@@ -108,11 +155,20 @@ class AgentNode(_NodeService):
         self._open(self.role, agent_key)
         await self.role.start(self.node)
         await self.node.start()
+        await self._serve_site()
         log.info("agent %s listening as %s", self.node_uuid, self.key)
 
     async def stop(self) -> None:
+        if self.site is not None:
+            await self.site.stop()
+            self.site = None
         await self.role.stop()
         await super().stop()
+
+    def site_app(self) -> FastAPI:
+        from caroni.web.agent import create_agent_app
+
+        return create_agent_app(self)
 
     async def add_job_type(self, spec: JobTypeSpec) -> None:
         await self.role.put_job_type(spec)

@@ -14,6 +14,7 @@ import typer
 
 from caroni.console import ProgressPrinter, console, errors, print_outputs
 from caroni.errors import CaroniError
+from caroni.web.cli import app as user_app
 
 app = typer.Typer(
     help="Caroni: federated workflows over a message broker.",
@@ -21,6 +22,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.add_typer(user_app, name="user")
 
 AmqpUrl = Annotated[
     str,
@@ -46,6 +48,9 @@ ManagerOpt = Annotated[
     ),
 ]
 Verbose = Annotated[int, typer.Option("--verbose", "-v", count=True, help="More log output.")]
+_HTTP_HELP = "Serve the node's web site on HOST:PORT ('none': no site)."
+ManagerHttp = Annotated[str, typer.Option("--http", envvar="CARONI_HTTP", help=_HTTP_HELP)]
+AgentHttp = Annotated[str, typer.Option("--http", envvar="CARONI_HTTP", help=_HTTP_HELP)]
 
 DEFAULT_AMQP = "amqp://guest:guest@127.0.0.1:5672/"
 
@@ -74,13 +79,33 @@ def demo(
     data_dir: Annotated[
         Path | None, typer.Option(help="Keep the nodes' databases here (default: a temp dir).")
     ] = None,
+    serve: Annotated[
+        bool,
+        typer.Option(
+            "--serve",
+            help="Serve the nodes' web sites (user admin, password 'password') and keep "
+            "running after the workflow until Ctrl-C.",
+        ),
+    ] = False,
+    http: Annotated[
+        str,
+        typer.Option(
+            "--http",
+            help="With --serve: the manager's HOST:PORT; agents take the next ports.",
+        ),
+    ] = "127.0.0.1:8000",
     verbose: Verbose = 0,
 ) -> None:
     """Run a manager and agents in one process and one workflow end to end."""
     from caroni.demo.main import main as demo_main
+    from caroni.web import parse_http
 
     _logging(verbose)
-    raise typer.Exit(demo_main(message, template, agents, data_dir))
+    try:
+        parse_http(http)
+    except CaroniError as exc:
+        raise _fail(str(exc)) from exc
+    raise typer.Exit(demo_main(message, template, agents, data_dir, http=http if serve else None))
 
 
 async def _serve_until_signalled(start, stop) -> None:  # type: ignore[no-untyped-def]
@@ -108,6 +133,8 @@ def manager(
     ] = None,
     demo_content: Annotated[bool, typer.Option(help="Add the demo templates.")] = False,
     max_attempts: Annotated[int, typer.Option(min=1, help="Attempts per step.")] = 5,
+    name: Annotated[str, typer.Option(help="Name shown on the web site.")] = "manager",
+    http: ManagerHttp = "127.0.0.1:8000",
     verbose: Verbose = 0,
 ) -> None:
     """Run a workflow manager until interrupted."""
@@ -116,7 +143,10 @@ def manager(
 
     _logging(verbose)
     transport = _amqp(amqp, exchange, compat)
-    node = ManagerNode(transport, db, max_attempts=max_attempts)
+    try:
+        node = ManagerNode(transport, db, max_attempts=max_attempts, name=name, http=http)
+    except CaroniError as exc:
+        raise _fail(str(exc)) from exc
 
     async def start() -> None:
         await transport.connect()
@@ -127,6 +157,7 @@ def manager(
         for name, path in paths.items():
             await node.add_template_file(path, name)
         console.print(f"manager key: {node.key}")
+        await _announce_site(node)
 
     async def stop() -> None:
         await node.stop()
@@ -153,6 +184,7 @@ def agent(
     name: Annotated[str, typer.Option(help="Site name shown to managers.")] = "agent",
     slots: Annotated[int, typer.Option(min=1, help="Jobs running at once.")] = 2,
     workdir: Annotated[Path | None, typer.Option(help="Where job working dirs go.")] = None,
+    http: AgentHttp = "127.0.0.1:8001",
     verbose: Verbose = 0,
 ) -> None:
     """Run an agent until interrupted."""
@@ -162,9 +194,16 @@ def agent(
 
     _logging(verbose)
     transport = _amqp(amqp, exchange, compat)
-    node = AgentNode(
-        transport, db, policy=Policy(slots=slots, site_identifier=name), workdir=workdir
-    )
+    try:
+        node = AgentNode(
+            transport,
+            db,
+            policy=Policy(slots=slots, site_identifier=name),
+            workdir=workdir,
+            http=http,
+        )
+    except CaroniError as exc:
+        raise _fail(str(exc)) from exc
     files = ([DEMO_JOB_TYPES] if demo_content else []) + list(job_types or [])
     selected = {n.strip() for n in only.split(",") if n.strip()} or None
 
@@ -174,12 +213,35 @@ def agent(
         for path in files:
             await node.add_job_types_file(path, selected)
         console.print(f"agent key: {node.key}")
+        await _announce_site(node)
 
     async def stop() -> None:
         await node.stop()
         await transport.close()
 
     _run_service(start, stop)
+
+
+async def _announce_site(node) -> None:  # type: ignore[no-untyped-def]
+    """Say where the site is, or why there is none, and how to make the first user."""
+    if node.http is None:
+        return
+    if node.site is None or not node.site_url:
+        reason = node.site.error if node.site is not None else "not started"
+        errors.print(f"[yellow]site not served:[/] {reason} (choose another with --http)")
+        return
+    console.print(f"site: {node.site_url}")
+    from caroni.web.auth import user_count
+
+    if await node.node.db(_count_users, node.engine, user_count) == 0:
+        console.print(
+            f"no users yet: add one with `caroni user add NAME --db {node.db_url}` to log in"
+        )
+
+
+def _count_users(engine, count) -> int:  # type: ignore[no-untyped-def]
+    with engine.connect() as conn:
+        return int(count(conn))
 
 
 def _run_service(start, stop) -> None:  # type: ignore[no-untyped-def]

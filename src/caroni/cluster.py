@@ -33,13 +33,18 @@ class LocalCluster:
         agents: int = 1,
         max_attempts: int = 5,
         policy: Policy | None = None,
+        http: str | None = None,
     ) -> None:
+        """``http``: serve every node's web site, the manager on this HOST:PORT and the
+        agents on the ports after it (port 0: each node gets a free port)."""
         self.data_dir = data_dir
         self.broker = MemoryBroker()
+        sites = _site_addresses(http, 1 + agents)
         self.manager = ManagerNode(
             MemoryTransport(self.broker),
             str(data_dir / "manager.sqlite3"),
             max_attempts=max_attempts,
+            http=sites[0],
         )
         base = policy or Policy()
         self.agents = [
@@ -53,9 +58,14 @@ class LocalCluster:
                     site_identifier=f"agent-{number}",
                 ),
                 workdir=data_dir / f"agent-{number}-jobs",
+                http=sites[number],
             )
             for number in range(1, agents + 1)
         ]
+
+    @property
+    def nodes(self) -> list[ManagerNode | AgentNode]:
+        return [self.manager, *self.agents]
 
     async def __aenter__(self) -> LocalCluster:
         await self.manager.transport.connect()
@@ -72,6 +82,13 @@ class LocalCluster:
         await self.manager.stop()
         await self.manager.transport.close()
 
+    async def add_user(self, username: str, password: str) -> None:
+        """Give every node's site this user (a password already set is replaced)."""
+        from caroni.web import put_user
+
+        for node in self.nodes:
+            await put_user(node, username, password)
+
     @contextlib.asynccontextmanager
     async def client(self) -> AsyncIterator[Client]:
         transport = MemoryTransport(self.broker)
@@ -81,3 +98,15 @@ class LocalCluster:
                 yield client
         finally:
             await transport.close()
+
+
+def _site_addresses(http: str | None, count: int) -> list[str | None]:
+    """One address per node: the given one, then the ports after it."""
+    from caroni.web import parse_http
+
+    address = parse_http(http)
+    if address is None:
+        return [None] * count
+    step = 0 if address.port == 0 else 1
+    host = f"[{address.host}]" if ":" in address.host else address.host
+    return [f"{host}:{address.port + step * index}" for index in range(count)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import tempfile
 import time
 from collections.abc import Iterator
@@ -22,6 +23,10 @@ DEMO_JOB_TYPES = DEMO_DIR / "job_types.json"
 
 # With two agents the job types are split so that every demo workflow needs both.
 SECOND_AGENT_JOB_TYPES = {"foojob1", "shout", "join_pair"}
+
+# The demo's web sites have one user; real nodes have none until `caroni user add`.
+DEMO_USER = "admin"
+DEMO_PASSWORD = "password"
 
 
 async def load_demo_content(cluster: LocalCluster) -> None:
@@ -45,11 +50,20 @@ async def run_demo(
     agents: int = 1,
     data_dir: Path | None = None,
     timeout: float = 120.0,
+    http: str | None = None,
 ) -> pb.WorkFlowStatus:
-    """Run one demo workflow on the in-process broker; returns its final status."""
+    """Run one demo workflow on the in-process broker; returns its final status.
+
+    With ``http`` the nodes serve their web sites (the manager on that address,
+    the agents on the next ports) and keep serving after the workflow ends,
+    until SIGINT or SIGTERM.
+    """
     with _data_dir(data_dir) as directory:
-        async with LocalCluster(directory, agents=agents) as cluster:
+        async with LocalCluster(directory, agents=agents, http=http) as cluster:
             await load_demo_content(cluster)
+            if http is not None:
+                await cluster.add_user(DEMO_USER, DEMO_PASSWORD)
+                _print_sites(cluster)
             input_name = load_template_file(demo_template_paths()[template]).inputs[0]
             started = time.monotonic()
             async with cluster.client() as client:
@@ -70,7 +84,39 @@ async def run_demo(
                 print_outputs(status)
             else:
                 errors.print(f"[red]workflow {status.state}:[/] {status.reason}")
+            if http is not None:
+                console.print(
+                    f"serving the sites until Ctrl-C (user {DEMO_USER}, password "
+                    f"{DEMO_PASSWORD!r}); workflow page: {cluster.manager.site_url}"
+                    f"workflows/{workflow_id.hex}"
+                )
+                await _until_interrupted()
             return status
+
+
+def _print_sites(cluster: LocalCluster) -> None:
+    console.print(
+        f"web sites (log in as user [bold]{DEMO_USER}[/], password [bold]{DEMO_PASSWORD!r}[/]):"
+    )
+    labels = ["manager"] + [agent.role.policy.site_identifier for agent in cluster.agents]
+    for label, node in zip(labels, cluster.nodes, strict=True):
+        if node.site_url:
+            console.print(f"  {label:<8} {node.site_url}")
+        else:
+            reason = node.site.error if node.site is not None else "not started"
+            errors.print(f"  {label:<8} [yellow]not served:[/] {escape(reason)}")
+
+
+async def _until_interrupted() -> None:
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    try:
+        await stopping.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
 
 
 @contextlib.contextmanager
@@ -84,12 +130,16 @@ def _data_dir(given: Path | None) -> Iterator[Path]:
         yield Path(tmp)
 
 
-def main(message: str, template: str, agents: int, data_dir: Path | None) -> int:
+def main(
+    message: str, template: str, agents: int, data_dir: Path | None, http: str | None = None
+) -> int:
     templates = demo_template_paths()
     if template not in templates:
         errors.print(
             f"[red]error:[/] no demo template {template!r}; choose from {sorted(templates)}"
         )
         return 2
-    status = asyncio.run(run_demo(message, template=template, agents=agents, data_dir=data_dir))
+    status = asyncio.run(
+        run_demo(message, template=template, agents=agents, data_dir=data_dir, http=http)
+    )
     return 0 if status.state == "completed" else 1

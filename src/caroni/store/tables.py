@@ -163,3 +163,39 @@ jobs = Table(
     Column("doc", Text, nullable=False),
     Index("ix_jobs_status_ready", "status", "ready_at"),
 )
+
+# --- web sites (both roles) ----------------------------------------------------------
+# Each node's management site has its own users: a node is administered on its
+# own, and sharing accounts across nodes would need a shared store we do not have.
+
+# Passwords are stored only as salted scrypt hashes (see caroni.web.auth).
+users = Table(
+    "users",
+    metadata,
+    Column("username", String(64), primary_key=True),
+    Column("password_hash", String(255), nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+# API tokens for the HTTP API; only the SHA-256 of a token is kept.
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("username", String(64), nullable=False, index=True),
+    Column("created_at", Float, nullable=False),
+    Column("last_used_at", Float, nullable=True),
+)
+
+# Logged-in browser sessions, server side so that logging out ends them for good.
+# The cookie holds a random token; only its SHA-256 is kept. ``csrf`` is the
+# per-session token every form must send back.
+web_sessions = Table(
+    "web_sessions",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("username", String(64), nullable=False, index=True),
+    Column("csrf", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False, index=True),
+)

@@ -1,0 +1,283 @@
+"""What the pages read, straight from the node's tables.
+
+Plain functions of a connection, run on the node's database thread (never on the
+event loop). Pages only read here; every change goes through the node's own
+methods, so the outbox and the traffic log see it like any other change.
+
+Each live page also has a *stamp*: a short string that changes whenever what
+the page shows changes, so a browser polling for news costs one small query
+when nothing happened.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, func, or_, select
+
+from caroni.agent.jobtypes import JobTypeSpec, job_type_from_dict
+from caroni.agent.model import AgentJob
+from caroni.manager.model import Workflow
+from caroni.manager.templates import Template
+from caroni.store.tables import job_types, jobs, message_log, templates, workflows
+from caroni.web.diagrams import LoggedMessage
+
+PAGE_SIZE = 50
+MAX_MESSAGES = 400  # a sequence diagram beyond this is unreadable anyway
+
+
+def _stamp(*parts: Any) -> str:
+    text = json.dumps(parts, separators=(",", ":"), default=str)
+    return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()[:16]
+
+
+# --- manager: workflows ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowRow:
+    id: str
+    name: str
+    template_name: str
+    state: str
+    reason: str
+    created_at: float
+    updated_at: float
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowList:
+    rows: list[WorkflowRow]
+    matching: int  # rows matching the filter (the page shows at most PAGE_SIZE)
+    counts: dict[str, int]  # every workflow, by state
+    stamp: str
+
+
+def list_workflows(
+    conn: Connection, state: str = "", search: str = "", offset: int = 0
+) -> WorkflowList:
+    conditions = []
+    if state:
+        conditions.append(workflows.c.state == state)
+    if search:
+        conditions.append(
+            or_(
+                workflows.c.id.istartswith(search.lower().replace("-", ""), autoescape=True),
+                workflows.c.name.icontains(search, autoescape=True),
+                workflows.c.template_name.icontains(search, autoescape=True),
+            )
+        )
+    query = (
+        select(
+            workflows.c.id,
+            workflows.c.name,
+            workflows.c.template_name,
+            workflows.c.state,
+            workflows.c.reason,
+            workflows.c.created_at,
+            workflows.c.updated_at,
+            workflows.c.version,
+        )
+        .where(*conditions)
+        .order_by(workflows.c.created_at.desc(), workflows.c.id)
+        .limit(PAGE_SIZE)
+        .offset(offset)
+    )
+    rows = [WorkflowRow(*row) for row in conn.execute(query).all()]
+    matching = conn.execute(
+        select(func.count()).select_from(workflows).where(*conditions)
+    ).scalar_one()
+    counts = {
+        state_name: count
+        for state_name, count in conn.execute(
+            select(workflows.c.state, func.count()).group_by(workflows.c.state)
+        ).all()
+    }
+    stamp = _stamp([(r.id, r.version) for r in rows], matching, sorted(counts.items()))
+    return WorkflowList(rows, matching, counts, stamp)
+
+
+def workflow_stamp(conn: Connection, workflow_id: str) -> str | None:
+    version = conn.execute(
+        select(workflows.c.version).where(workflows.c.id == workflow_id)
+    ).scalar_one_or_none()
+    if version is None:
+        return None
+    last_message = conn.execute(
+        select(func.max(message_log.c.id)).where(message_log.c.subject == workflow_id)
+    ).scalar_one_or_none()
+    return _stamp(version, last_message)
+
+
+def load_workflow(conn: Connection, workflow_id: str) -> Workflow | None:
+    doc = conn.execute(
+        select(workflows.c.doc).where(workflows.c.id == workflow_id)
+    ).scalar_one_or_none()
+    return None if doc is None else Workflow.model_validate_json(doc)
+
+
+def messages_about(
+    conn: Connection, subjects: list[str], limit: int = MAX_MESSAGES
+) -> tuple[list[LoggedMessage], int]:
+    """The first ``limit`` logged messages about these subjects, and how many there are."""
+    where = message_log.c.subject.in_(subjects)
+    total = conn.execute(select(func.count()).select_from(message_log).where(where)).scalar_one()
+    query = (
+        select(
+            message_log.c.at,
+            message_log.c.direction,
+            message_log.c.type_name,
+            message_log.c.peer,
+            message_log.c.summary,
+        )
+        .where(where)
+        .order_by(message_log.c.id)
+        .limit(limit)
+    )
+    return [LoggedMessage(*row) for row in conn.execute(query).all()], total
+
+
+# --- manager: templates ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateRow:
+    name: str
+    version: int
+    updated_at: float
+    template: Template
+
+
+def list_templates(conn: Connection) -> list[TemplateRow]:
+    query = select(
+        templates.c.name, templates.c.version, templates.c.updated_at, templates.c.parsed
+    ).order_by(templates.c.name)
+    return [
+        TemplateRow(row.name, row.version, row.updated_at, Template.from_json(row.parsed))
+        for row in conn.execute(query).all()
+    ]
+
+
+def get_template(conn: Connection, name: str) -> TemplateRow | None:
+    row = conn.execute(
+        select(
+            templates.c.name, templates.c.version, templates.c.updated_at, templates.c.parsed
+        ).where(templates.c.name == name)
+    ).first()
+    if row is None:
+        return None
+    return TemplateRow(row.name, row.version, row.updated_at, Template.from_json(row.parsed))
+
+
+# --- agent: jobs -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class JobRow:
+    job_uuid: str
+    job_type: str
+    manager_key: str
+    status: str
+    created_at: float
+    updated_at: float
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class JobList:
+    rows: list[JobRow]
+    matching: int
+    counts: dict[str, int]
+    stamp: str
+
+
+def list_jobs(conn: Connection, status: str = "", search: str = "", offset: int = 0) -> JobList:
+    conditions = []
+    if status:
+        conditions.append(jobs.c.status == status)
+    if search:
+        conditions.append(
+            or_(
+                jobs.c.job_uuid.istartswith(search.lower().replace("-", ""), autoescape=True),
+                jobs.c.job_type.icontains(search, autoescape=True),
+                jobs.c.manager_key.icontains(search, autoescape=True),
+            )
+        )
+    query = (
+        select(
+            jobs.c.job_uuid,
+            jobs.c.job_type,
+            jobs.c.manager_key,
+            jobs.c.status,
+            jobs.c.created_at,
+            jobs.c.updated_at,
+            jobs.c.version,
+        )
+        .where(*conditions)
+        .order_by(jobs.c.created_at.desc(), jobs.c.job_uuid)
+        .limit(PAGE_SIZE)
+        .offset(offset)
+    )
+    rows = [JobRow(*row) for row in conn.execute(query).all()]
+    matching = conn.execute(select(func.count()).select_from(jobs).where(*conditions)).scalar_one()
+    counts = {
+        name: count
+        for name, count in conn.execute(select(jobs.c.status, func.count()).group_by(jobs.c.status))
+    }
+    # The version column is not bumped by every save, so updated_at joins the stamp.
+    stamp = _stamp(
+        [(r.job_uuid, r.version, r.updated_at, r.status) for r in rows],
+        matching,
+        sorted(counts.items()),
+    )
+    return JobList(rows, matching, counts, stamp)
+
+
+def load_job(conn: Connection, job_uuid: str) -> AgentJob | None:
+    doc = conn.execute(select(jobs.c.doc).where(jobs.c.job_uuid == job_uuid)).scalar_one_or_none()
+    return None if doc is None else AgentJob.model_validate_json(doc)
+
+
+def job_stamp(conn: Connection, job_uuid: str) -> str | None:
+    doc = conn.execute(select(jobs.c.doc).where(jobs.c.job_uuid == job_uuid)).scalar_one_or_none()
+    if doc is None:
+        return None
+    return _stamp(doc)
+
+
+# --- agent: job types ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class JobTypeRow:
+    spec: JobTypeSpec
+    updated_at: float
+    jobs: int
+
+
+def list_job_types(conn: Connection) -> list[JobTypeRow]:
+    per_type: dict[str, int] = dict(
+        conn.execute(select(jobs.c.job_type, func.count()).group_by(jobs.c.job_type)).all()
+    )
+    query = select(job_types.c.spec, job_types.c.updated_at).order_by(job_types.c.name)
+    rows = []
+    for spec_text, updated_at in conn.execute(query).all():
+        spec = job_type_from_dict(json.loads(spec_text))
+        rows.append(JobTypeRow(spec, updated_at, per_type.get(spec.name, 0)))
+    return rows
+
+
+def get_job_type(conn: Connection, name: str) -> JobTypeRow | None:
+    row = conn.execute(
+        select(job_types.c.spec, job_types.c.updated_at).where(job_types.c.name == name)
+    ).first()
+    if row is None:
+        return None
+    count = conn.execute(
+        select(func.count()).select_from(jobs).where(jobs.c.job_type == name)
+    ).scalar_one()
+    return JobTypeRow(job_type_from_dict(json.loads(row.spec)), row.updated_at, count)

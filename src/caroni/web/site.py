@@ -1,0 +1,388 @@
+"""What both sites share: identity, login, sessions, CSRF, rendering and headers.
+
+A :class:`Site` belongs to one node. Its database work runs on the node's
+database thread (``Node.db``), so a page never blocks the event loop that also
+carries the node's messages, and never races the node's own transactions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hmac
+import importlib.metadata
+import secrets
+import time
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import jinja2
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
+from markupsafe import Markup
+from sqlalchemy import Engine
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from caroni.node.runtime import Node
+from caroni.web import auth
+from caroni.web.states import states_css
+
+T = TypeVar("T")
+
+try:
+    VERSION = importlib.metadata.version("caroni")
+except importlib.metadata.PackageNotFoundError:  # running from a source tree
+    VERSION = "dev"
+
+HERE = Path(__file__).parent
+LIVE_HEADER = "X-Caroni-Live"  # sent by live.js: answer 401 instead of a login redirect
+STAMP_HEADER = "X-Caroni-Stamp"
+
+# Pages may load only their own scripts and styles; the API docs page (Swagger UI)
+# loads its assets from a CDN, so it is left out.
+_CSP = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SiteInfo:
+    """Who this site is: shown in every page header."""
+
+    role: str  # "manager" or "agent"
+    name: str
+    key: str
+
+    @property
+    def key_id(self) -> str:
+        return self.key.rsplit(".", 1)[-1]
+
+    @property
+    def cookie_name(self) -> str:
+        # Cookies are per host, not per port: nodes on one host need distinct names,
+        # or logging into one would log you out of the other.
+        return f"caroni_session_{self.key_id[:8]}"
+
+    @property
+    def login_cookie_name(self) -> str:
+        return f"caroni_login_{self.key_id[:8]}"
+
+
+class LoginRequired(Exception):
+    """Raised by page handlers' auth; answered with a redirect to the login page."""
+
+    def __init__(self, live: bool) -> None:
+        self.live = live
+
+
+class Site:
+    """One node's site: its identity, its database thread and its templates."""
+
+    def __init__(self, info: SiteInfo, node: Node, engine: Engine, nav: list[tuple[str, str]]):
+        self.info = info
+        self.node = node
+        self.engine = engine
+        self.nav = nav
+        env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(HERE / "templates"),
+            autoescape=True,
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        env.filters.update(when=when, since=since, duration=duration, short=short, urlpart=urlpart)
+        env.globals.update(version=VERSION)
+        self.templates = env
+
+    # --- database ---------------------------------------------------------------------
+
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(conn, *args)`` on the node's database thread."""
+        return await self.node.db(_with_connection, self.engine, fn, args, False)
+
+    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(conn, *args)`` in a transaction on the node's database thread."""
+        return await self.node.db(_with_connection, self.engine, fn, args, True)
+
+    # --- auth ---------------------------------------------------------------------------
+
+    async def session(self, request: Request) -> auth.Session:
+        """The logged-in session, or LoginRequired."""
+        token = request.cookies.get(self.info.cookie_name)
+        found = await self.read(auth.session_for, token) if token else None
+        if found is None:
+            raise LoginRequired(live=request.headers.get(LIVE_HEADER) == "1")
+        return found
+
+    async def form(self, request: Request, session: auth.Session) -> FormData:
+        """The posted form, once its CSRF token is the session's."""
+        form = await request.form()
+        given = form.get("csrf")
+        if not isinstance(given, str) or not _same(given, session.csrf):
+            raise HTTPException(403, "the form is stale or did not come from this site; reload it")
+        return form
+
+    async def api_user(self, credentials: HTTPAuthorizationCredentials | None) -> str:
+        """The user an API bearer token belongs to, or 401."""
+        if credentials is None or credentials.scheme.lower() != "bearer":
+            raise HTTPException(
+                401, "an API token is required", headers={"WWW-Authenticate": "Bearer"}
+            )
+        username = await self.write(auth.user_for_api_token, credentials.credentials)
+        if username is None:
+            raise HTTPException(
+                401,
+                "unknown API token",
+                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            )
+        return username
+
+    # --- rendering ------------------------------------------------------------------------
+
+    def render(
+        self,
+        request: Request,
+        template: str,
+        *,
+        session: auth.Session | None = None,
+        status_code: int = 200,
+        stamp: str = "",
+        **context: Any,
+    ) -> HTMLResponse:
+        page = self.templates.get_template(template).render(
+            request=request,
+            site=self.info,
+            nav=self.nav,
+            session=session,
+            path=request.url.path,
+            stamp=stamp,
+            server_now=time.time(),
+            **context,
+        )
+        headers = {STAMP_HEADER: stamp} if stamp else None
+        return HTMLResponse(page, status_code=status_code, headers=headers)
+
+
+def _with_connection(
+    engine: Engine, fn: Callable[..., T], args: tuple[Any, ...], transaction: bool
+) -> T:
+    if transaction:
+        with engine.begin() as conn:
+            return fn(conn, *args)
+    with engine.connect() as conn:
+        return fn(conn, *args)
+
+
+bearer = HTTPBearer(auto_error=False, description="An API token from `caroni user token`.")
+
+
+def new_app(site: Site, *, api: bool) -> FastAPI:
+    """The FastAPI app with what every site has: login, logout, assets, headers."""
+    app = FastAPI(
+        title=f"Caroni {site.info.role} {site.info.name}",
+        version=VERSION,
+        description=(
+            "The HTTP API of a Caroni manager: list templates, start workflows, follow "
+            "them and cancel them. Authenticate with `Authorization: Bearer <token>`; "
+            "make a token with `caroni user token USERNAME --db ...`."
+        ),
+        openapi_url="/api/openapi.json" if api else None,
+        docs_url="/api/docs" if api else None,
+        redoc_url=None,
+    )
+    app.state.site = site
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next: Any) -> Response:
+        response: Response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        if not request.url.path.startswith("/api/docs"):
+            response.headers.setdefault("Content-Security-Policy", _CSP)
+            response.headers.setdefault("X-Frame-Options", "DENY")
+        if request.url.path.startswith("/api/") or "text/html" in response.headers.get(
+            "content-type", ""
+        ):
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    @app.exception_handler(LoginRequired)
+    async def login_required(request: Request, exc: LoginRequired) -> Response:
+        if exc.live:
+            return PlainTextResponse("log in again", status_code=401)
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(
+            "/login?" + urllib.parse.urlencode({"next": target}), status_code=303
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if request.url.path.startswith("/api/"):
+            return JSONResponse(
+                {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
+            )
+        response = site.render(
+            request,
+            "error.html",
+            status_code=exc.status_code,
+            title=f"{exc.status_code} {_REASONS.get(exc.status_code, 'Error')}",
+            message=str(exc.detail),
+        )
+        response.headers.update(exc.headers or {})
+        return response
+
+    @app.get("/states.css", include_in_schema=False)
+    async def state_colors() -> Response:
+        return Response(states_css(), media_type="text/css")
+
+    @app.get("/health", include_in_schema=False)
+    async def health() -> dict[str, str]:
+        return {"role": site.info.role, "key": site.info.key, "status": "ok"}
+
+    @app.get("/login", include_in_schema=False)
+    async def login_page(request: Request, next: str = "/") -> Response:
+        return _login_form(site, request, next, error="")
+
+    @app.post("/login", include_in_schema=False)
+    async def login(request: Request) -> Response:
+        form = await request.form()
+        username = str(form.get("username", "")).strip()
+        password = str(form.get("password", ""))
+        target = _safe_next(str(form.get("next", "/")))
+        expected = request.cookies.get(site.info.login_cookie_name, "")
+        given = str(form.get("csrf", ""))
+        if not expected or not _same(expected, given):
+            return _login_form(
+                site, request, target, error="The login form expired; please try again."
+            )
+        stored = await site.read(auth.password_hash_of, username)
+        # scrypt is slow on purpose: keep it off the event loop and the DB thread.
+        if not await asyncio.to_thread(auth.check_login, stored, password):
+            return _login_form(
+                site, request, target, error="Wrong user name or password.", status_code=401
+            )
+        token, _ = await site.write(auth.new_session, username)
+        response = RedirectResponse(target, status_code=303)
+        response.set_cookie(
+            site.info.cookie_name,
+            token,
+            max_age=auth.SESSION_SECONDS,
+            httponly=True,
+            samesite="lax",
+            secure=request.url.scheme == "https",
+            path="/",
+        )
+        response.delete_cookie(site.info.login_cookie_name, path="/login")
+        return response
+
+    @app.post("/logout", include_in_schema=False)
+    async def logout(request: Request) -> Response:
+        session = await site.session(request)
+        await site.form(request, session)
+        token = request.cookies.get(site.info.cookie_name, "")
+        await site.write(auth.end_session, token)
+        response = RedirectResponse("/login?notice=logged-out", status_code=303)
+        response.delete_cookie(site.info.cookie_name, path="/")
+        return response
+
+    return app
+
+
+def _same(given: str, expected: str) -> bool:
+    """Constant-time comparison (as bytes: compare_digest refuses non-ASCII str)."""
+    return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+
+
+_REASONS = {400: "Bad request", 403: "Forbidden", 404: "Not found", 405: "Not allowed"}
+
+
+def _login_form(
+    site: Site, request: Request, target: str, *, error: str, status_code: int = 200
+) -> Response:
+    # Double-submit token: a login form posted from another site has no way to
+    # know the value of our cookie.
+    csrf = secrets.token_urlsafe(24)
+    response = site.render(
+        request,
+        "login.html",
+        status_code=status_code,
+        title="Log in",
+        next=_safe_next(target),
+        csrf=csrf,
+        error=error,
+        notice=request.query_params.get("notice", ""),
+    )
+    response.set_cookie(
+        site.info.login_cookie_name,
+        csrf,
+        max_age=3600,
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+        path="/login",
+    )
+    return response
+
+
+def _safe_next(target: str) -> str:
+    """Only a path on this site: never ``//evil.example`` or ``https://...``."""
+    if not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    return target
+
+
+# --- template filters ---------------------------------------------------------------------
+
+
+def when(ts: float | None) -> Markup:
+    """A timestamp as local time, machine-readable in ``datetime``."""
+    if ts is None:
+        return Markup("—")
+    moment = dt.datetime.fromtimestamp(ts).astimezone()
+    return Markup('<time datetime="{}" title="{}">{}</time>').format(
+        moment.isoformat(timespec="seconds"),
+        moment.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        moment.strftime("%Y-%m-%d %H:%M:%S"),
+    )
+
+
+def since(ts: float | None) -> str:
+    if ts is None:
+        return ""
+    return duration(max(time.time() - ts, 0.0))
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {rest} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
+
+
+def short(uuid_hex: str | None) -> str:
+    return (uuid_hex or "")[:8]
+
+
+def urlpart(text: str) -> str:
+    return urllib.parse.quote(text, safe="")

@@ -1,0 +1,77 @@
+"""Helpers for the web tests: logging in, posting forms, waiting on conditions."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import httpx
+
+from caroni.cluster import LocalCluster
+from caroni.web import auth
+
+USER = "alice"
+PASSWORD = "correct horse battery staple"
+WAIT = 60.0  # generous: only reached when something is wrong
+
+T = TypeVar("T")
+
+
+def site_client(app: object, host: str) -> httpx.AsyncClient:
+    """An HTTP client on a site's ASGI app (no socket; cookies kept like a browser)."""
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),  # type: ignore[arg-type]
+        base_url=f"http://{host}",
+        follow_redirects=False,
+    )
+
+
+def csrf_of(html: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert found, "no CSRF field in the page"
+    return found.group(1)
+
+
+async def login(
+    client: httpx.AsyncClient, username: str = USER, password: str = PASSWORD, next: str = "/"
+) -> httpx.Response:
+    page = await client.get("/login")
+    assert page.status_code == 200
+    return await client.post(
+        "/login",
+        data={"username": username, "password": password, "csrf": csrf_of(page.text), "next": next},
+    )
+
+
+async def post_form(
+    client: httpx.AsyncClient, page_url: str, action: str, data: dict[str, str]
+) -> httpx.Response:
+    """Post a form the way a browser does: with the CSRF token of the page it is on."""
+    page = await client.get(page_url)
+    assert page.status_code == 200, page.text
+    return await client.post(action, data={"csrf": csrf_of(page.text), **data})
+
+
+async def api_token(cluster: LocalCluster, username: str = USER) -> str:
+    def make() -> str:
+        with cluster.manager.engine.begin() as conn:
+            return auth.new_api_token(conn, username)
+
+    return await cluster.manager.node.db(make)
+
+
+async def eventually(
+    check: Callable[[], Awaitable[T | None]], what: str, timeout: float = WAIT
+) -> T:
+    """Poll ``check`` until it returns something other than None (or fail after timeout)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result is not None:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)  # a polling period; the condition above is what we wait on
