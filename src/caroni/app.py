@@ -18,12 +18,14 @@ from sqlalchemy import Engine
 from caroni.agent.jobtypes import JobTypeSpec, load_job_types
 from caroni.agent.model import Policy
 from caroni.agent.service import AgentRole
+from caroni.manager.handlers import DEFAULT_TIMINGS, Timings
 from caroni.manager.service import ManagerRole
 from caroni.manager.templates import Template, load_template_file
 from caroni.node.runtime import Node, Role, Tx
 from caroni.protocol import agent_key, manager_key, node_key_id
 from caroni.store import create_db_engine, migrate, node_uuid
 from caroni.transport.base import Transport
+from caroni.trust import NodeKey, TrustSettings, trusted_keys
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -42,11 +44,20 @@ class _NodeService:
     node_uuid: uuid.UUID
     key: str
 
-    def __init__(self, transport: Transport, db_url: str, http: str | None = None) -> None:
+    def __init__(
+        self,
+        transport: Transport,
+        db_url: str,
+        http: str | None = None,
+        trust: TrustSettings | None = None,
+    ) -> None:
         from caroni.web import parse_http
 
         self.transport = transport
         self.db_url = db_url
+        self.trust = trust or TrustSettings()
+        # Loaded now, so a missing or exposed key fails before anything starts.
+        self.signing_key = NodeKey.load(self.trust.key_file) if self.trust.key_file else None
         # Where the node's web site listens ("HOST:PORT"; port 0 picks a free one),
         # or None for no site. Checked now so a typo fails before anything starts.
         self.http = parse_http(http)
@@ -57,6 +68,8 @@ class _NodeService:
         migrate(self.engine)
         self.node_uuid = node_uuid(self.engine, role.name)
         self.key = key_for(self.node_uuid)
+        with self.engine.connect() as conn:
+            policy = self.trust.policy(trusted_keys(conn))
         self.node = Node(
             role,
             self.engine,
@@ -64,6 +77,8 @@ class _NodeService:
             node_uuid=self.node_uuid,
             own_key=self.key,
             queue_name=f"caroni.{role.name}.{node_key_id(self.node_uuid)}",
+            signer=self.signing_key,
+            trust=policy,
         )
 
     def site_app(self) -> FastAPI:
@@ -103,10 +118,12 @@ class ManagerNode(_NodeService):
         max_attempts: int = 5,
         name: str = "manager",
         http: str | None = None,
+        trust: TrustSettings | None = None,
+        timings: Timings = DEFAULT_TIMINGS,
     ) -> None:
-        super().__init__(transport, db_url, http)
+        super().__init__(transport, db_url, http, trust)
         self.name = name  # shown on its web site; peers never see it
-        self.role = ManagerRole(default_max_attempts=max_attempts)
+        self.role = ManagerRole(default_max_attempts=max_attempts, timings=timings)
 
     async def start(self) -> None:
         self._open(self.role, manager_key)
@@ -144,8 +161,9 @@ class AgentNode(_NodeService):
         policy: Policy | None = None,
         workdir: Path | None = None,
         http: str | None = None,
+        trust: TrustSettings | None = None,
     ) -> None:
-        super().__init__(transport, db_url, http)
+        super().__init__(transport, db_url, http, trust)
         if workdir is None:
             workdir = Path(tempfile.gettempdir()) / "caroni-jobs"
         workdir.mkdir(parents=True, exist_ok=True)

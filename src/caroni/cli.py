@@ -14,6 +14,7 @@ import typer
 
 from caroni.console import ProgressPrinter, console, errors, print_outputs
 from caroni.errors import CaroniError
+from caroni.manager.handlers import DEFAULT_TIMINGS, Timings
 from caroni.web.cli import app as user_app
 
 app = typer.Typer(
@@ -48,6 +49,18 @@ ManagerOpt = Annotated[
     ),
 ]
 Verbose = Annotated[int, typer.Option("--verbose", "-v", count=True, help="More log output.")]
+KeyFile = Annotated[
+    Path | None,
+    typer.Option("--key", envvar="CARONI_KEY", help="This node's private key: sign what it sends."),
+]
+RequireSignatures = Annotated[
+    bool,
+    typer.Option(
+        "--require-signatures",
+        envvar="CARONI_REQUIRE_SIGNATURES",
+        help="Refuse messages not signed by a trusted key (see `caroni trust`).",
+    ),
+]
 _HTTP_HELP = "Serve the node's web site on HOST:PORT ('none': no site)."
 ManagerHttp = Annotated[str, typer.Option("--http", envvar="CARONI_HTTP", help=_HTTP_HELP)]
 AgentHttp = Annotated[str, typer.Option("--http", envvar="CARONI_HTTP", help=_HTTP_HELP)]
@@ -135,16 +148,58 @@ def manager(
     max_attempts: Annotated[int, typer.Option(min=1, help="Attempts per step.")] = 5,
     name: Annotated[str, typer.Option(help="Name shown on the web site.")] = "manager",
     http: ManagerHttp = "127.0.0.1:8000",
+    offer_window: Annotated[
+        float, typer.Option(help="Seconds to collect offers and take the least loaded (0: first).")
+    ] = DEFAULT_TIMINGS.offer_window,
+    status_interval: Annotated[
+        float, typer.Option(help="Ask a silent job's agent for its status this often (s).")
+    ] = DEFAULT_TIMINGS.status_interval,
+    job_lease: Annotated[
+        float, typer.Option(help="Give a job up when its agent is silent this long (s).")
+    ] = DEFAULT_TIMINGS.job_lease,
+    accept_timeout: Annotated[
+        float, typer.Option(help="Request again when an accepted offer is not confirmed (s).")
+    ] = DEFAULT_TIMINGS.accept_timeout,
+    request_deadline: Annotated[
+        float | None, typer.Option(help="Fail a step no agent offers for within this (s).")
+    ] = None,
+    key: KeyFile = None,
+    require_signatures: RequireSignatures = False,
+    allowed_submitter: Annotated[
+        list[str] | None,
+        typer.Option(help="Trusted name allowed to start workflows (repeatable; default: any)."),
+    ] = None,
     verbose: Verbose = 0,
 ) -> None:
     """Run a workflow manager until interrupted."""
     from caroni.app import ManagerNode
     from caroni.demo import demo_template_paths
+    from caroni.trust import TrustSettings
 
     _logging(verbose)
     transport = _amqp(amqp, exchange, compat)
+    timings = Timings(
+        offer_window=offer_window,
+        status_interval=status_interval,
+        job_lease=job_lease,
+        accept_timeout=accept_timeout,
+        request_deadline=request_deadline,
+    )
+    trust = TrustSettings(
+        key_file=key,
+        require_signatures=require_signatures,
+        allowed_submitters=frozenset(allowed_submitter) if allowed_submitter else None,
+    )
     try:
-        node = ManagerNode(transport, db, max_attempts=max_attempts, name=name, http=http)
+        node = ManagerNode(
+            transport,
+            db,
+            max_attempts=max_attempts,
+            name=name,
+            http=http,
+            trust=trust,
+            timings=timings,
+        )
     except CaroniError as exc:
         raise _fail(str(exc)) from exc
 
@@ -183,24 +238,49 @@ def agent(
     ] = "",
     name: Annotated[str, typer.Option(help="Site name shown to managers.")] = "agent",
     slots: Annotated[int, typer.Option(min=1, help="Jobs running at once.")] = 2,
+    max_reserved: Annotated[
+        int, typer.Option(min=1, help="Open offers plus waiting jobs held before declining.")
+    ] = 1000,
+    allow_manager: Annotated[
+        list[str] | None,
+        typer.Option(help="Serve only this manager (key or key id; repeatable)."),
+    ] = None,
+    deny_manager: Annotated[
+        list[str] | None, typer.Option(help="Never serve this manager (repeatable).")
+    ] = None,
+    run_as: Annotated[
+        str | None, typer.Option(help="Run job bodies as this user (the agent must be root).")
+    ] = None,
     workdir: Annotated[Path | None, typer.Option(help="Where job working dirs go.")] = None,
     http: AgentHttp = "127.0.0.1:8001",
+    key: KeyFile = None,
+    require_signatures: RequireSignatures = False,
     verbose: Verbose = 0,
 ) -> None:
     """Run an agent until interrupted."""
     from caroni.agent.model import Policy
     from caroni.app import AgentNode
     from caroni.demo.main import DEMO_JOB_TYPES
+    from caroni.trust import TrustSettings
 
     _logging(verbose)
     transport = _amqp(amqp, exchange, compat)
+    policy = Policy(
+        slots=slots,
+        max_reserved=max_reserved,
+        site_identifier=name,
+        allow_managers=frozenset(allow_manager) if allow_manager else None,
+        deny_managers=frozenset(deny_manager or ()),
+        run_as=run_as,
+    )
     try:
         node = AgentNode(
             transport,
             db,
-            policy=Policy(slots=slots, site_identifier=name),
+            policy=policy,
             workdir=workdir,
             http=http,
+            trust=TrustSettings(key_file=key, require_signatures=require_signatures),
         )
     except CaroniError as exc:
         raise _fail(str(exc)) from exc
@@ -261,15 +341,19 @@ def _parse_inputs(pairs: list[str]) -> dict[str, str]:
     return inputs
 
 
-async def _with_client(amqp: str, exchange: str, compat: bool, manager: str, work):  # type: ignore[no-untyped-def]
+async def _with_client(  # type: ignore[no-untyped-def]
+    amqp: str, exchange: str, compat: bool, manager: str, work, key: Path | None = None
+):
     from caroni.client import Client
+    from caroni.trust import NodeKey
 
     if not manager:
         raise _fail("which manager? give --manager or set CARONI_MANAGER")
+    signer = NodeKey.load(key) if key else None
     transport = _amqp(amqp, exchange, compat)
     await transport.connect()
     try:
-        async with Client(transport, manager) as client:
+        async with Client(transport, manager, signer) as client:
             return await work(client)
     finally:
         await transport.close()
@@ -287,6 +371,7 @@ def submit(
     amqp: AmqpUrl = DEFAULT_AMQP,
     exchange: Exchange = "caroni_exchange",
     compat: Compat = False,
+    key: KeyFile = None,
 ) -> None:
     """Start a workflow on a manager (and optionally wait for its outputs)."""
     values = _parse_inputs(inputs or [])
@@ -303,7 +388,7 @@ def submit(
         )
 
     try:
-        status = asyncio.run(_with_client(amqp, exchange, compat, manager, work))
+        status = asyncio.run(_with_client(amqp, exchange, compat, manager, work, key))
     except CaroniError as exc:
         raise _fail(str(exc)) from exc
     if status is not None:
@@ -355,6 +440,97 @@ def _workflow_id(text: str) -> uuid.UUID:
     with contextlib.suppress(ValueError):
         return uuid.UUID(text)
     raise _fail(f"{text!r} is not a workflow id")
+
+
+keys_app = typer.Typer(help="This node's signing key.", no_args_is_help=True)
+trust_app = typer.Typer(help="Keys this node trusts.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(trust_app, name="trust")
+
+NodeDb = Annotated[str, typer.Option("--db", envvar="CARONI_DB", help="The node's database.")]
+
+
+@keys_app.command("init")
+def keys_init(
+    key: Annotated[Path, typer.Option("--key", help="Where to write the private key.")],
+) -> None:
+    """Create a key pair; prints the key id (the public key) to give to peers."""
+    from caroni.trust import NodeKey
+
+    try:
+        created = NodeKey.generate(key)
+    except CaroniError as exc:
+        raise _fail(str(exc)) from exc
+    console.print(f"key id: {created.key_id}")
+    console.print(f"private key written to {key} (readable by you only); keep it secret")
+
+
+@keys_app.command("show")
+def keys_show(key: Annotated[Path, typer.Option("--key", help="The private key file.")]) -> None:
+    """Print the key id of a private key."""
+    from caroni.trust import NodeKey
+
+    try:
+        console.print(NodeKey.load(key).key_id)
+    except CaroniError as exc:
+        raise _fail(str(exc)) from exc
+
+
+def _node_db(db: str):  # type: ignore[no-untyped-def]
+    from caroni.store import create_db_engine, migrate
+
+    engine = create_db_engine(db)
+    migrate(engine)
+    return engine
+
+
+@trust_app.command("add")
+def trust_add(
+    name: Annotated[str, typer.Argument(help="A name for the key's owner.")],
+    key_id: Annotated[str, typer.Argument(help="Their key id (ed25519:...).")],
+    db: NodeDb,
+) -> None:
+    """Trust a key (takes effect when the node starts)."""
+    import time
+
+    from caroni.trust import trust_key
+
+    engine = _node_db(db)
+    try:
+        with engine.begin() as conn:
+            trust_key(conn, name, key_id, time.time())
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+    finally:
+        engine.dispose()
+    console.print(f"trusting {name}: {key_id}")
+
+
+@trust_app.command("list")
+def trust_list(db: NodeDb) -> None:
+    """The keys this node trusts."""
+    from caroni.trust import trusted_keys
+
+    engine = _node_db(db)
+    with engine.connect() as conn:
+        keys = trusted_keys(conn)
+    engine.dispose()
+    for name, key_id in sorted(keys.items()):
+        console.print(f"{name}\t{key_id}")
+
+
+@trust_app.command("remove")
+def trust_remove(name: Annotated[str, typer.Argument()], db: NodeDb) -> None:
+    """Stop trusting a key."""
+    from caroni.trust import distrust_key
+
+    engine = _node_db(db)
+    with engine.begin() as conn:
+        removed = distrust_key(conn, name)
+    engine.dispose()
+    if not removed:
+        raise _fail(f"no trusted key named {name!r}")
+    console.print(f"no longer trusting {name}")
 
 
 def main() -> None:

@@ -14,7 +14,15 @@ import uuid
 from collections.abc import Callable, Mapping
 
 from caroni.errors import CaroniError, EnvelopeError
-from caroni.protocol import client_key, new_message_id, node_key_id, open_envelope, pb, seal
+from caroni.protocol import (
+    Signer,
+    client_key,
+    new_message_id,
+    node_key_id,
+    open_envelope,
+    pb,
+    seal,
+)
 from caroni.transport.base import Consumer, Transport
 
 FINISHED_STATES = ("completed", "failed", "cancelled")
@@ -27,8 +35,9 @@ class NoAnswer(CaroniError):
 class Client:
     """Talks to one manager through the broker."""
 
-    def __init__(self, transport: Transport, manager: str) -> None:
+    def __init__(self, transport: Transport, manager: str, signer: Signer | None = None) -> None:
         self.transport = transport
+        self.signer = signer
         self.manager = manager if manager.startswith("wf.") else f"wf.manager.{manager}"
         self.client_uuid = uuid.uuid4()
         self.key = client_key(self.client_uuid)
@@ -66,7 +75,9 @@ class Client:
     async def _send(self, message: object) -> None:
         await self.transport.publish(
             self.manager,
-            seal(message, message_id=new_message_id(), sender=self.client_uuid),  # type: ignore[arg-type]
+            seal(  # type: ignore[arg-type]
+                message, message_id=new_message_id(), sender=self.client_uuid, signer=self.signer
+            ),
             reply_to=self.key,
         )
 

@@ -21,9 +21,11 @@ from pathlib import Path
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from sqlalchemy import Connection, delete, insert, select
 
 from caroni.errors import ConfigError
 from caroni.protocol import Opened
+from caroni.store.tables import trusted_keys as trusted_table
 
 KEY_ID_PREFIX = "ed25519:"
 
@@ -147,3 +149,41 @@ class TrustPolicy:
         if sent - now > self.max_future_skew:
             return f"sent-at {sent - now:.0f}s in the future (limit {self.max_future_skew:.0f}s)"
         return ""
+
+
+# --- configuration and storage -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrustSettings:
+    """A node's trust configuration (the trusted keys themselves live in its database)."""
+
+    key_file: Path | None = None  # sign with this key when given
+    require_signatures: bool = False
+    allowed_submitters: frozenset[str] | None = None  # manager only: trusted names
+
+    def policy(self, trusted: Mapping[str, str]) -> TrustPolicy:
+        return TrustPolicy(
+            require_signatures=self.require_signatures,
+            trusted=dict(trusted),
+            allowed_submitters=self.allowed_submitters,
+        )
+
+
+def trusted_keys(conn: Connection) -> dict[str, str]:
+    """Name -> key id of every key this node trusts."""
+    rows = conn.execute(select(trusted_table.c.name, trusted_table.c.key_id)).all()
+    return {name: key_id for name, key_id in rows}
+
+
+def trust_key(conn: Connection, name: str, key_id: str, now: float) -> None:
+    """Trust ``key_id`` under ``name`` (replacing what that name meant before)."""
+    public_key_from_id(key_id)  # refuse what is not a key id
+    conn.execute(delete(trusted_table).where(trusted_table.c.name == name))
+    conn.execute(delete(trusted_table).where(trusted_table.c.key_id == key_id))
+    conn.execute(insert(trusted_table).values(name=name, key_id=key_id, added_at=now))
+
+
+def distrust_key(conn: Connection, name: str) -> bool:
+    result = conn.execute(delete(trusted_table).where(trusted_table.c.name == name))
+    return bool(result.rowcount)

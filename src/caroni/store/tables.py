@@ -87,6 +87,15 @@ message_log = Table(
     Column("summary", Text, nullable=False),
 )
 
+# Keys this node trusts, by a name its operator chose (see caroni.trust).
+trusted_keys = Table(
+    "trusted_keys",
+    metadata,
+    Column("name", String(255), primary_key=True),
+    Column("key_id", String(128), nullable=False, unique=True),
+    Column("added_at", Float, nullable=False),
+)
+
 # --- manager ------------------------------------------------------------------------
 
 templates = Table(
