@@ -1,0 +1,122 @@
+"""Two managers share three agents, as OS processes over RabbitMQ, each node with its
+own PostgreSQL database; one agent is killed for good in the middle of the run."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from caroni.client import Client
+from caroni.transport.amqp import AmqpSettings, AmqpTransport
+from tests.processes import NodeProcess
+from tests.waiting import eventually
+
+pytestmark = [pytest.mark.amqp, pytest.mark.postgres, pytest.mark.slow]
+
+# Per manager; CARONI_FEDERATION_WORKFLOWS=100 for the full-size run.
+WORKFLOWS = int(os.environ.get("CARONI_FEDERATION_WORKFLOWS", "25"))
+
+
+def expected(message: str) -> str:
+    return f"prepend{message.upper()} append"
+
+
+def query(url: str, sql: str) -> list[tuple]:  # type: ignore[type-arg]
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(row) for row in conn.execute(text(sql))]
+    finally:
+        engine.dispose()
+
+
+async def submit_all(amqp_url: str, manager_key: str, count: int, tag: str) -> dict[str, str]:
+    """Submit ``count`` demo workflows; returns workflow id -> input."""
+    transport = AmqpTransport(AmqpSettings(url=amqp_url))
+    await transport.connect()
+    submitted: dict[str, str] = {}
+    try:
+        async with Client(transport, manager_key) as client:
+            for number in range(count):
+                message = f"{tag}{number}x{uuid.uuid4().hex[:6]}"
+                workflow_id = await client.submit("test_simple", {"start_message": message})
+                submitted[workflow_id.hex] = message
+    finally:
+        await transport.close()
+    return submitted
+
+
+async def test_two_managers_share_three_agents_and_losing_one_agent_loses_nothing(
+    tmp_path: Path, amqp_url: str, postgres_url_factory: Callable[[], str]
+) -> None:
+    common = ["--amqp", amqp_url]
+    timing = ["--job-lease", "10", "--status-interval", "2", "--accept-timeout", "10"]
+    manager_dbs = [postgres_url_factory(), postgres_url_factory()]
+    agent_dbs = [postgres_url_factory() for _ in range(3)]
+    managers = [
+        NodeProcess(["manager", "--db", db, "--demo-content", *timing, *common], cwd=tmp_path)
+        for db in manager_dbs
+    ]
+    agents = [
+        NodeProcess(
+            ["agent", "--db", db, "--demo-content", "--name", f"agent-{n}", *common],
+            cwd=tmp_path,
+        )
+        for n, db in enumerate(agent_dbs, start=1)
+    ]
+    processes = [*managers, *agents]
+    try:
+        for process in processes:
+            process.start()
+        keys = [m.wait_for_line(r"manager key: (wf\.manager\.\S+)").group(1) for m in managers]
+        for agent in agents:
+            agent.wait_for_line(r"agent key: ")
+
+        submitted = await asyncio.gather(
+            *(submit_all(amqp_url, key, WORKFLOWS, f"m{n}-") for n, key in enumerate(keys))
+        )
+
+        # Kill the third agent for good once it holds work.
+        await eventually(
+            lambda: query(agent_dbs[2], "select count(*) from jobs")[0][0] > 0,
+            "agent-3 to take a job",
+        )
+        agents[2].kill()
+
+        def all_finished() -> bool:
+            return all(
+                query(
+                    db,
+                    "select count(*) from workflows where state in "
+                    "('completed', 'failed', 'cancelled')",
+                )[0][0]
+                == WORKFLOWS
+                for db in manager_dbs
+            )
+
+        await eventually(all_finished, "every workflow to finish", timeout=600)
+    finally:
+        for process in processes:
+            if process.proc is not None:
+                process.stop()
+
+    for db, mine in zip(manager_dbs, submitted, strict=True):
+        rows = query(db, "select id, state, reason, doc from workflows")
+        assert {row[0] for row in rows} == set(mine), "a manager sees exactly its own workflows"
+        for workflow_id, state, reason, doc in rows:
+            assert state == "completed", reason
+            outputs = json.loads(doc)["outputs"]
+            assert outputs == {"result": expected(mine[workflow_id])}
+    completed = [
+        query(db, "select count(*) from jobs where status = 'completed'")[0][0] for db in agent_dbs
+    ]
+    print("completed jobs per agent:", completed)
+    assert completed[0] > 0 and completed[1] > 0, "work is spread over the agents"
+    assert sum(completed) >= 2 * WORKFLOWS * 3
