@@ -72,23 +72,25 @@ async def test_two_managers_share_three_agents_and_losing_one_agent_loses_nothin
         for n, db in enumerate(agent_dbs, start=1)
     ]
     processes = [*managers, *agents]
+    doomed = agents[2]
     try:
-        for process in processes:
+        # The doomed agent starts alone, so it surely holds work when it is killed.
+        for process in (*managers, doomed):
             process.start()
         keys = [m.wait_for_line(r"manager key: (wf\.manager\.\S+)").group(1) for m in managers]
-        for agent in agents:
-            agent.wait_for_line(r"agent key: ")
+        doomed.wait_for_line(r"agent key: ")
 
         submitted = await asyncio.gather(
             *(submit_all(amqp_url, key, WORKFLOWS, f"m{n}-") for n, key in enumerate(keys))
         )
-
-        # Kill the third agent for good once it holds work.
         await eventually(
             lambda: query(agent_dbs[2], "select count(*) from jobs")[0][0] > 0,
             "agent-3 to take a job",
         )
-        agents[2].kill()
+        for agent in agents[:2]:
+            agent.start()
+            agent.wait_for_line(r"agent key: ")
+        doomed.kill()
 
         def all_finished() -> bool:
             return all(
