@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from caroni.console import ProgressPrinter, console, errors, print_outputs
 from caroni.errors import CaroniError
@@ -398,13 +399,24 @@ def submit(
 
 @app.command()
 def status(
-    workflow: Annotated[str, typer.Argument(help="Workflow id.")],
+    workflow: Annotated[
+        str | None, typer.Argument(help="Workflow id (omit, with --db, for the node's summary).")
+    ] = None,
     manager: ManagerOpt = "",
+    db: Annotated[
+        str | None, typer.Option(help="A node's database: print its summary instead.")
+    ] = None,
     amqp: AmqpUrl = DEFAULT_AMQP,
     exchange: Exchange = "caroni_exchange",
     compat: Compat = False,
 ) -> None:
-    """Show a workflow's state, steps and outputs."""
+    """Show a workflow's state, steps and outputs; or, with --db, a node's summary:
+    work by state, unpublished messages and dead letters with their reasons."""
+    if workflow is None:
+        if db is None:
+            raise _fail("give a workflow id (with --manager), or --db for a node's summary")
+        _print_summary(db)
+        return
     workflow_id = _workflow_id(workflow)
     try:
         answer = asyncio.run(
@@ -414,6 +426,28 @@ def status(
         raise _fail(str(exc)) from exc
     ProgressPrinter(workflow_id.hex)(answer)
     print_outputs(answer)
+
+
+def _print_summary(db: str) -> None:
+    import datetime
+
+    from caroni.store.summary import summarize
+
+    engine = _node_db(db)
+    with engine.connect() as conn:
+        summary = summarize(conn)
+    engine.dispose()
+    for role, node_uuid in summary.roles.items():
+        console.print(f"{role} {node_uuid}")
+    if summary.workflows:
+        console.print("workflows: " + ", ".join(f"{n} {s}" for s, n in summary.workflows.items()))
+    if summary.jobs:
+        console.print("jobs: " + ", ".join(f"{n} {s}" for s, n in summary.jobs.items()))
+    console.print(f"outbox: {summary.outbox_backlog} message(s) not yet published")
+    console.print(f"dead letters: {summary.dead_letters}")
+    for at, type_name, sender, reason in summary.recent_dead_letters:
+        when = datetime.datetime.fromtimestamp(at).strftime("%Y-%m-%d %H:%M:%S")
+        console.print(f"  {when} {type_name or '?'} from {sender or '?'}: {escape(reason)}")
 
 
 @app.command()

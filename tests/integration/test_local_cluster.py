@@ -14,6 +14,7 @@ from caroni.cluster import LocalCluster
 from caroni.demo.main import load_demo_content, run_demo
 from caroni.manager.templates import parse_template
 from caroni.protocol import new_message_id, pb, seal
+from caroni.store.summary import summarize
 from caroni.store.tables import dead_letters, workflows
 
 WAIT = 120.0  # generous: only reached when something is wrong
@@ -170,6 +171,10 @@ async def test_garbage_is_set_aside_with_a_reason_and_the_node_keeps_serving(
         assert len(reasons) == 2
         assert reasons[0].startswith("cannot open envelope")
         assert "which no workflow here has" in reasons[1]
+        with cluster.manager.engine.connect() as conn:
+            summary = summarize(conn)
+        assert summary.dead_letters == 2
+        assert [row[3] for row in summary.recent_dead_letters] == reasons[::-1]
 
 
 async def test_an_edited_job_type_applies_to_the_next_job(tmp_path: Path) -> None:
