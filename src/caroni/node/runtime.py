@@ -52,6 +52,13 @@ T = TypeVar("T")
 BATCH_SIZE = 64
 OUTBOX_CHUNK = 500
 MAX_TICK_INTERVAL = 1.0
+# Timers act on silence ("no offer for 2 s", "the agent has said nothing for 30 s").
+# While deliveries wait in the node's own queue it has not heard everything yet:
+# firing then only piles rebroadcasts and polls onto a backlog that already holds
+# the answers, the backlog grows, and under load the node never catches up again
+# (congestion collapse). So timers wait for the deliveries taken to be handled,
+# but never longer than this, so that a node that is never idle still fires them.
+MAX_TIMER_DEFERRAL = 60.0
 MAX_SUMMARY_CHARS = 4000
 
 
@@ -208,6 +215,9 @@ class Node:
             max_workers=1, thread_name_prefix=f"caroni-db-{role.name}"
         )
         self._deliveries: asyncio.Queue[Delivery] = asyncio.Queue()
+        self._idle = asyncio.Event()  # set while no delivery waits to be handled
+        self._idle.set()
+        self.max_timer_deferral = MAX_TIMER_DEFERRAL
         self._outbox_wakeup = asyncio.Event()
         self._consumer: Consumer | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -287,6 +297,7 @@ class Node:
     async def _receive_loop(self) -> None:
         assert self._consumer is not None
         async for delivery in self._consumer:
+            self._idle.clear()
             self._deliveries.put_nowait(delivery)
 
     async def _handle_loop(self) -> None:
@@ -303,12 +314,16 @@ class Node:
                 log.warning("database error, %d deliveries requeued: %s", len(batch), exc)
                 for delivery in batch:
                     await delivery.reject(requeue=True)
+                if self._deliveries.empty():
+                    self._idle.set()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
             backoff = 0.1
             for delivery in batch:
                 await delivery.ack()
+            if self._deliveries.empty():
+                self._idle.set()
             self._committed(callbacks)
 
     def _handle_batch(self, batch: list[Delivery]) -> list[Callable[[], None]]:
@@ -443,6 +458,7 @@ class Node:
 
     async def _tick_loop(self) -> None:
         while True:
+            await self._until_idle()
             try:
                 next_at = await self.transact(self.role.tick)
             except asyncio.CancelledError:
@@ -454,3 +470,15 @@ class Node:
             if next_at is not None:
                 delay = min(max(next_at - time.time(), 0.0), MAX_TICK_INTERVAL)
             await asyncio.sleep(delay)  # a timer period, not synchronization
+
+    async def _until_idle(self) -> None:
+        """Wait until no delivery waits to be handled, at most ``max_timer_deferral``."""
+        if self._idle.is_set():
+            return
+        try:
+            await asyncio.wait_for(self._idle.wait(), self.max_timer_deferral)
+        except TimeoutError:
+            log.info(
+                "timers fire although deliveries still wait (busy for %.0fs)",
+                self.max_timer_deferral,
+            )
