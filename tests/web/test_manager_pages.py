@@ -216,3 +216,21 @@ async def test_the_demo_templates_are_listed(manager_user: httpx.AsyncClient) ->
     page = (await manager_user.get("/templates")).text
     for name in demo_template_paths():
         assert f'href="/templates/{name}"' in page
+
+
+async def test_dead_letters_are_shown_with_their_reasons(
+    manager_user: httpx.AsyncClient, cluster: LocalCluster
+) -> None:
+    empty = await manager_user.get("/dead-letters")
+    assert empty.status_code == 200 and "Nothing has been set aside." in empty.text
+    async with cluster.client() as client:
+        await client.transport.publish(cluster.manager.key, b"\x00garbage", reply_to=client.key)
+
+    async def listed() -> httpx.Response | None:
+        response = await manager_user.get("/dead-letters")
+        return response if 'id="dead-letters"' in response.text else None
+
+    page = await eventually(listed, "the dead letter to be listed")
+    rows = section(page.text, "dead-letters")
+    assert "cannot open envelope" in rows
+    assert "1 set aside in all" in rows

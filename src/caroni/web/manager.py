@@ -29,6 +29,7 @@ NAV = [
     ("/workflows", "Workflows"),
     ("/workflows/new", "Start a workflow"),
     ("/templates", "Templates"),
+    ("/dead-letters", "Dead letters"),
 ]
 NOTICES = {
     "template-saved": "Template saved.",

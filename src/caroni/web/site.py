@@ -36,6 +36,7 @@ from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from caroni.node.runtime import Node
+from caroni.store.summary import summarize
 from caroni.web import auth
 from caroni.web.states import states_css
 
@@ -252,6 +253,15 @@ def new_app(site: Site, *, api: bool) -> FastAPI:
     @app.get("/health", include_in_schema=False)
     async def health() -> dict[str, str]:
         return {"role": site.info.role, "key": site.info.key, "status": "ok"}
+
+    @app.get("/dead-letters", include_in_schema=False)
+    async def dead_letters_page(request: Request) -> Response:
+        """What this node set aside, and why (bad input never disappears silently)."""
+        session = await site.session(request)
+        summary = await site.read(summarize, 50)
+        return site.render(
+            request, "dead_letters.html", session=session, title="Dead letters", summary=summary
+        )
 
     @app.get("/login", include_in_schema=False)
     async def login_page(request: Request, next: str = "/") -> Response:
