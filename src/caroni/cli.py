@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
+from caroni.agent.model import Policy
 from caroni.console import ProgressPrinter, console, errors, print_outputs
 from caroni.errors import CaroniError
 from caroni.manager.handlers import DEFAULT_TIMINGS, Timings
@@ -252,6 +253,9 @@ def agent(
     run_as: Annotated[
         str | None, typer.Option(help="Run job bodies as this user (the agent must be root).")
     ] = None,
+    offer_ttl: Annotated[
+        float, typer.Option(min=1, help="Seconds an offer stays valid.")
+    ] = Policy().offer_ttl,
     workdir: Annotated[Path | None, typer.Option(help="Where job working dirs go.")] = None,
     http: AgentHttp = "127.0.0.1:8001",
     key: KeyFile = None,
@@ -259,7 +263,6 @@ def agent(
     verbose: Verbose = 0,
 ) -> None:
     """Run an agent until interrupted."""
-    from caroni.agent.model import Policy
     from caroni.app import AgentNode
     from caroni.demo.main import DEMO_JOB_TYPES
     from caroni.trust import TrustSettings
@@ -269,6 +272,7 @@ def agent(
     policy = Policy(
         slots=slots,
         max_reserved=max_reserved,
+        offer_ttl=offer_ttl,
         site_identifier=name,
         allow_managers=frozenset(allow_manager) if allow_manager else None,
         deny_managers=frozenset(deny_manager or ()),
