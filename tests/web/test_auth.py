@@ -8,6 +8,7 @@ from sqlalchemy import select
 from caroni.cluster import LocalCluster
 from caroni.store.tables import users, web_sessions
 from caroni.web import auth
+from caroni.web.site import LoginThrottle
 from tests.web.helpers import PASSWORD, USER, csrf_of, login, post_form
 
 
@@ -37,6 +38,31 @@ async def test_wrong_passwords_and_unknown_users_are_refused(
         assert "Wrong user name or password" in response.text
     assert not any(name.startswith("caroni_session_") for name in manager_site.cookies)
     assert (await manager_site.get("/workflows")).status_code == 303
+
+
+async def test_repeated_wrong_passwords_are_throttled(manager_site: httpx.AsyncClient) -> None:
+    for _ in range(5):
+        assert (await login(manager_site, USER, "guess")).status_code == 401
+    # Even the right password is refused for a while now: guessing has to wait.
+    throttled = await login(manager_site, USER, PASSWORD)
+    assert throttled.status_code == 429
+    assert "Too many failed logins" in throttled.text
+    assert not any(name.startswith("caroni_session_") for name in manager_site.cookies)
+
+
+def test_the_login_throttle_forgets_failures_after_its_window() -> None:
+    throttle = LoginThrottle(allowed=2, window=0.0)
+    throttle.failed("a")
+    throttle.failed("a")
+    assert throttle.wait_for("a") == 0.0  # a zero window: old failures no longer count
+    strict = LoginThrottle(allowed=2, window=300.0)
+    strict.failed("a")
+    assert strict.wait_for("a") == 0.0
+    strict.failed("a")
+    assert 299.0 < strict.wait_for("a") <= 300.0
+    assert strict.wait_for("b") == 0.0
+    strict.succeeded("a")
+    assert strict.wait_for("a") == 0.0
 
 
 async def test_login_then_logout_ends_the_session_on_the_server(
