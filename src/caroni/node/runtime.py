@@ -41,6 +41,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from caroni.errors import EnvelopeError, SetAside
 from caroni.protocol import Opened, Signer, new_message_id, open_envelope, seal
+from caroni.store.retention import Retention, prune
 from caroni.store.tables import dead_letters, inbox, message_log, outbox
 from caroni.transport.base import Consumer, Delivery, OutgoingMessage, Transport
 from caroni.trust import TrustPolicy
@@ -60,6 +61,7 @@ MAX_TICK_INTERVAL = 1.0
 # but never longer than this, so that a node that is never idle still fires them.
 MAX_TIMER_DEFERRAL = 60.0
 MAX_SUMMARY_CHARS = 4000
+PRUNE_INTERVAL = 3600.0  # seconds between clean-ups of old inbox ids and traffic
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +207,7 @@ class Node:
         self.record_traffic = record_traffic
         self.signer = signer
         self.trust = trust or TrustPolicy()
+        self.retention = Retention()
         self.counters: dict[str, int] = {
             "handled": 0,
             "duplicates": 0,
@@ -456,8 +459,16 @@ class Node:
     # --- timers ---------------------------------------------------------------------
 
     async def _tick_loop(self) -> None:
+        pruned_at = 0.0
         while True:
             await self._until_idle()
+            if time.time() - pruned_at >= PRUNE_INTERVAL:
+                pruned_at = time.time()
+                try:
+                    removed = await self.transact(lambda tx: prune(tx.conn, tx.now, self.retention))
+                    log.debug("pruned %s", removed)
+                except Exception:
+                    log.exception("pruning old records failed")
             try:
                 next_at = await self.transact(self.role.tick)
             except asyncio.CancelledError:
