@@ -77,10 +77,9 @@ class ManagerRole:
             )
             tx.send(incoming.reply_to, answer)
         elif kind == "WorkFlowCancel":
-            loaded = self._by_id(tx, msg.workflow_uuid)
-            tx.subject = loaded.workflow.id
-            tx.send_all(handlers.cancel(loaded.workflow, msg.reason, tx.now))
-            self.store.save(tx.conn, loaded)
+            raw = msg.workflow_uuid
+            if len(raw) != 16 or self.cancel(tx, uuid.UUID(bytes=raw).hex, msg.reason) is None:
+                raise SetAside("no such workflow here")
         else:
             raise SetAside(f"a manager does not handle {kind}")
 
@@ -126,7 +125,8 @@ class ManagerRole:
         return workflow
 
     def cancel(self, tx: Tx, workflow_id: str, reason: str) -> Workflow | None:
-        """Cancel a workflow (from the web site or the HTTP API); None if there is none.
+        """Cancel a workflow (a WorkFlowCancel, the web site, the HTTP API); None if there is
+        none.
 
         Cancelling a finished workflow changes nothing.
         """
@@ -154,12 +154,6 @@ class ManagerRole:
 
     def _find(self, tx: Tx, raw: bytes) -> Loaded | None:
         return self.store.load(tx.conn, uuid.UUID(bytes=raw).hex) if len(raw) == 16 else None
-
-    def _by_id(self, tx: Tx, raw: bytes) -> Loaded:
-        loaded = self._find(tx, raw)
-        if loaded is None:
-            raise SetAside("no such workflow here")
-        return loaded
 
 
 def _log_state(workflow: Workflow, cause: str) -> None:
