@@ -468,15 +468,14 @@ def status_message(workflow: Workflow) -> pb.WorkFlowStatus:
     """The workflow as our own clients (``caroni submit --wait``, ``status``) see it."""
     steps = []
     for step in workflow.steps.values():
-        current = step.current
         steps.append(
             pb.StepStatus(
                 step_name=step.name,
                 job_type_name=step.job_type,
                 state=str(step.state),
                 attempts=len(step.attempts),
-                agent=(current.agent_site or current.agent_key or "") if current else "",
-                reason=step.reason or (current.reason if current else ""),
+                agent=step.agent,
+                reason=step.why,
             )
         )
     return pb.WorkFlowStatus(

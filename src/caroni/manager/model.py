@@ -106,6 +106,18 @@ class Step(BaseModel):
     def current(self) -> Attempt | None:
         return self.attempts[-1] if self.attempts else None
 
+    @property
+    def agent(self) -> str:
+        """Who serves the current attempt: the agent's site name, else its key ("" if none)."""
+        current = self.current
+        return (current.agent_site or current.agent_key or "") if current else ""
+
+    @property
+    def why(self) -> str:
+        """The step's reason, else its current attempt's ("" if none)."""
+        current = self.current
+        return self.reason or (current.reason if current else "")
+
 
 class Dataflow(BaseModel):
     """A value travelling from a source to one consumer (a step input or workflow output)."""

@@ -88,15 +88,14 @@ class Problem(BaseModel):
 def workflow_out(workflow: Workflow) -> WorkflowOut:
     steps = []
     for step in workflow.steps.values():
-        current = step.current
         steps.append(
             StepOut(
                 name=step.name,
                 job_type=step.job_type,
                 state=str(step.state),
                 attempts=len(step.attempts),
-                agent=(current.agent_site or current.agent_key or "") if current else "",
-                reason=step.reason or (current.reason if current else ""),
+                agent=step.agent,
+                reason=step.why,
             )
         )
     return WorkflowOut(

@@ -70,10 +70,7 @@ def workflow_dag(workflow: Workflow) -> Dag:
     for name, given in workflow.inputs.items():
         dag.nodes[f"input:{name}"] = DagNode(f"input:{name}", "input", name, given)
     for step in workflow.steps.values():
-        current = step.current
-        where = ""
-        if current is not None and (current.agent_site or current.agent_key):
-            where = f" @ {current.agent_site or current.agent_key}"
+        where = f" @ {step.agent}" if step.agent else ""
         dag.nodes[f"step:{step.name}"] = DagNode(
             f"step:{step.name}",
             "step",
