@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
-import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -12,6 +10,7 @@ import httpx
 
 from caroni.cluster import LocalCluster
 from caroni.web import auth
+from tests import waiting
 
 USER = "alice"
 PASSWORD = "correct horse battery staple"
@@ -67,11 +66,10 @@ async def eventually(
     check: Callable[[], Awaitable[T | None]], what: str, timeout: float = WAIT
 ) -> T:
     """Poll ``check`` until it returns something other than None (or fail after timeout)."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    async def boxed() -> tuple[T] | None:
+        # tests.waiting waits for a truthy result; a box keeps falsy results (0, "") valid.
         result = await check()
-        if result is not None:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)  # a polling period; the condition above is what we wait on
+        return None if result is None else (result,)
+
+    return (await waiting.eventually(boxed, what, timeout))[0]
