@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from sqlalchemy.exc import DBAPIError
 
 from caroni.agent import handlers
 from caroni.agent.jobtypes import JobTypeSpec
@@ -38,7 +39,7 @@ class AgentRole:
         self.catalogue: dict[str, JobTypeSpec] = {}
         self._node: Node | None = None
         self._running: dict[str, asyncio.Task[None]] = {}
-        self._wake = asyncio.Event()
+        self._wake = asyncio.Event()  # claim ready jobs in a transaction of their own
         self._scheduler: asyncio.Task[None] | None = None
 
     # --- life cycle -------------------------------------------------------------------
@@ -68,6 +69,7 @@ class AgentRole:
             # The body was cut off by a stop or crash: run it again from the start.
             job.set_status(JobStatus.QUEUED, tx.now, "requeued: the agent stopped while it ran")
             self.store.save_job(tx.conn, job)
+        self._claim(tx)
 
     async def put_job_type(self, spec: JobTypeSpec) -> None:
         """Add or replace a job type; the next job that starts uses the new body."""
@@ -120,12 +122,13 @@ class AgentRole:
             tx.send_all(handlers.on_data(job, msg, tx.now))
             self.store.save_job(tx.conn, job)
             if job.status == JobStatus.QUEUED:
-                tx.after_commit(self._wake.set)
+                self._claim(tx)
         elif kind == "JobKill":
             job = self._owned_job(tx, incoming)
             tx.send_all(handlers.on_kill(job, msg, tx.now))
             self.store.save_job(tx.conn, job)
             tx.after_commit(lambda: self._cancel(job.job_uuid))
+            self._claim(tx)  # its slot is free
         else:
             raise SetAside(f"an agent does not handle {kind}")
 
@@ -140,12 +143,12 @@ class AgentRole:
             job, sends = handlers.on_accept(offer, existing, incoming.reply_to, tx.now)
         except handlers.OfferUnavailable as exc:
             raise SetAside(str(exc)) from exc
+        tx.send_all(sends)
         if job is not None:
             self.store.save_job(tx.conn, job, new=True)
             self.store.update_offer(tx.conn, offer)
             if job.status == JobStatus.QUEUED:
-                tx.after_commit(self._wake.set)
-        tx.send_all(sends)
+                self._claim(tx)
 
     def _owned_job(self, tx: Tx, incoming: Incoming) -> AgentJob:
         """The job a message names, if the sender is the manager that owns it."""
@@ -164,7 +167,7 @@ class AgentRole:
         return job
 
     def _load(self, tx: Tx) -> Load:
-        counts = self.store.count_by_status(tx.conn)
+        counts = self.store.count_live(tx.conn)
         reserved = sum(counts.get(str(s), 0) for s in (JobStatus.PENDING, JobStatus.QUEUED))
         return Load(
             running=counts.get(str(JobStatus.RUNNING), 0),
@@ -176,28 +179,18 @@ class AgentRole:
         return self.store.next_offer_expiry(tx.conn)
 
     # --- running jobs -------------------------------------------------------------------
+    #
+    # A job is claimed (marked running, and started once that is committed) in the
+    # same transaction that made it ready or freed a slot: its data arriving, the
+    # job before it finishing, a kill. Slots are counted in the database, where the
+    # claims are made, so the count is right whatever the transaction's outcome.
 
-    async def _schedule_loop(self) -> None:
-        assert self._node is not None
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            free = self.policy.slots - len(self._running)
-            if free <= 0:
-                continue
-            try:
-                claimed = await self._node.transact(functools.partial(self._claim, free=free))
-            except Exception:
-                log.exception("could not claim queued jobs; retrying")
-                await asyncio.sleep(1.0)
-                self._wake.set()
-                continue
-            for job, spec in claimed:
-                task = asyncio.create_task(self._run(job, spec))
-                self._running[job.job_uuid] = task
-
-    def _claim(self, tx: Tx, free: int) -> list[tuple[AgentJob, JobTypeSpec]]:
-        """Mark the next ready jobs running (oldest ready first)."""
+    def _claim(self, tx: Tx) -> None:
+        """Claim the jobs ready longest, as many as there are free slots."""
+        free = self.policy.slots - self.store.count_running(tx.conn)
+        if free <= 0:
+            return
+        tx.flush()  # what this transaction noted so far stays under its own subject
         claimed = []
         for job in self.store.next_ready(tx.conn, free):
             spec = self.catalogue.get(job.job_type)
@@ -211,7 +204,26 @@ class AgentRole:
             self.store.save_job(tx.conn, job)
             tx.subject = job.job_uuid
             tx.flush()
-        return claimed
+        if claimed:
+            tx.after_commit(lambda: self._start(claimed))
+
+    def _start(self, claimed: list[tuple[AgentJob, JobTypeSpec]]) -> None:
+        for job, spec in claimed:
+            if job.job_uuid not in self._running:
+                self._running[job.job_uuid] = asyncio.create_task(self._run(job, spec))
+
+    async def _schedule_loop(self) -> None:
+        """Claim in a transaction of its own when asked to (after a start or a failure)."""
+        assert self._node is not None
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self._node.transact(self._claim)
+            except Exception:
+                log.exception("could not claim queued jobs; retrying")
+                await asyncio.sleep(1.0)
+                self._wake.set()
 
     async def _run(self, job: AgentJob, spec: JobTypeSpec) -> None:
         assert self._node is not None
@@ -225,12 +237,19 @@ class AgentRole:
             )
         except asyncio.CancelledError:
             self._running.pop(job.job_uuid, None)
-            self._wake.set()
             raise
-        self._running.pop(job.job_uuid, None)
-        self._wake.set()
         log.info("job %s (%s) %s", job.job_uuid, spec.name, "ok" if result.ok else result.reason)
-        await self._node.transact(lambda tx: self._finish(tx, job.job_uuid, result))
+        backoff = 0.5
+        while True:
+            try:
+                await self._node.transact(lambda tx: self._finish(tx, job.job_uuid, result))
+                break
+            except DBAPIError as exc:
+                # The outcome must be recorded (and the slot freed): keep trying.
+                log.warning("recording job %s failed, retrying: %s", job.job_uuid, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+        self._running.pop(job.job_uuid, None)
 
     def _finish(self, tx: Tx, job_uuid: str, result: JobResult) -> None:
         job = self.store.job(tx.conn, job_uuid)
@@ -239,6 +258,7 @@ class AgentRole:
         tx.subject = job_uuid
         tx.send_all(handlers.job_finished(job, result, tx.now))
         self.store.save_job(tx.conn, job)
+        self._claim(tx)
 
     def _cancel(self, job_uuid: str) -> None:
         task = self._running.get(job_uuid)

@@ -113,9 +113,18 @@ class AgentStore:
         else:
             conn.execute(update(jobs).where(jobs.c.job_uuid == job.job_uuid).values(**values))
 
-    def count_by_status(self, conn: Connection) -> dict[str, int]:
-        query = select(jobs.c.status, func.count()).group_by(jobs.c.status)
+    def count_live(self, conn: Connection) -> dict[str, int]:
+        """How many jobs are pending, queued and running (finished ones left out)."""
+        query = (
+            select(jobs.c.status, func.count())
+            .where(jobs.c.status.in_([str(s) for s in (*_RESERVING, JobStatus.RUNNING)]))
+            .group_by(jobs.c.status)
+        )
         return {status: count for status, count in conn.execute(query).all()}
+
+    def count_running(self, conn: Connection) -> int:
+        query = select(func.count()).where(jobs.c.status == str(JobStatus.RUNNING))
+        return conn.execute(query).scalar_one()
 
     def open_offers(self, conn: Connection) -> int:
         query = select(func.count()).where(offers.c.state == str(OfferState.OPEN))

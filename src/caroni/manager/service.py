@@ -55,12 +55,11 @@ class ManagerRole:
         if kind in self._routed:
             field, handler = self._routed[kind]
             key = uuid.UUID(bytes=getattr(msg, field)).hex
-            loaded = self.store.load_by_key(tx.conn, key)
+            loaded = self._by_key(tx, key)
             if loaded is None:
                 raise SetAside(f"{kind} names {field} {key}, which no workflow here has")
             tx.subject = loaded.workflow.id
             tx.send_all(handler(loaded.workflow, msg, incoming.reply_to, tx.now))
-            self.store.save(tx.conn, loaded)
             _log_state(loaded.workflow, kind)
         elif kind == "WorkFlowCreate":
             self.create(tx, msg, incoming.reply_to)
@@ -89,7 +88,7 @@ class ManagerRole:
             if len(msg.workflow_uuid) != 16:
                 raise SetAside("workflow_uuid must be 16 bytes")
             workflow_id = uuid.UUID(bytes=msg.workflow_uuid).hex
-            existing = self.store.load(tx.conn, workflow_id)
+            existing = self._load(tx, workflow_id)
             if existing is not None:
                 return existing.workflow  # the same submission again
         else:
@@ -118,7 +117,7 @@ class ManagerRole:
                 "refused: input(s) given twice: " + ", ".join(duplicated),
                 tx.now,
             )
-        self.store.save(tx.conn, Loaded(workflow))
+        self._opened(tx)[workflow.id] = Loaded(workflow)
         tx.subject = workflow.id
         tx.send_all(sends)
         _log_state(workflow, "WorkFlowCreate")
@@ -130,12 +129,11 @@ class ManagerRole:
 
         Cancelling a finished workflow changes nothing.
         """
-        loaded = self.store.load(tx.conn, workflow_id)
+        loaded = self._load(tx, workflow_id)
         if loaded is None:
             return None
         tx.subject = loaded.workflow.id
         tx.send_all(handlers.cancel(loaded.workflow, reason, tx.now))
-        self.store.save(tx.conn, loaded)
         return loaded.workflow
 
     def add_template(self, tx: Tx, template: Template) -> None:
@@ -143,17 +141,52 @@ class ManagerRole:
 
     def tick(self, tx: Tx) -> float | None:
         for workflow_id in self.store.due(tx.conn, tx.now):
-            loaded = self.store.load(tx.conn, workflow_id)
+            loaded = self._load(tx, workflow_id)
             if loaded is None:
                 continue
             tx.subject = workflow_id
             tx.send_all(handlers.on_tick(loaded.workflow, tx.now, self.timings))
-            self.store.save(tx.conn, loaded)
             tx.flush()  # each workflow's messages logged under its own id
+        self._save_opened(tx)  # so that the next wake below counts these workflows' timers
         return self.store.next_wake(tx.conn)
 
     def _find(self, tx: Tx, raw: bytes) -> Loaded | None:
-        return self.store.load(tx.conn, uuid.UUID(bytes=raw).hex) if len(raw) == 16 else None
+        return self._load(tx, uuid.UUID(bytes=raw).hex) if len(raw) == 16 else None
+
+    # --- one read and one write per workflow and transaction ------------------------------
+
+    def _opened(self, tx: Tx) -> dict[str, Loaded]:
+        """The workflows this transaction has read (and, on PostgreSQL, locked); the
+        messages of a batch that concern one workflow share one read and one write."""
+        opened: dict[str, Loaded] | None = tx.shared.get("workflows")
+        if opened is None:
+            opened = tx.shared["workflows"] = {}
+            tx.before_write(lambda: self._save_opened(tx))
+        return opened
+
+    def _load(self, tx: Tx, workflow_id: str) -> Loaded | None:
+        opened = self._opened(tx)
+        loaded = opened.get(workflow_id)
+        if loaded is None:
+            loaded = self.store.load(tx.conn, workflow_id)
+            if loaded is not None:
+                opened[workflow_id] = loaded
+        return loaded
+
+    def _by_key(self, tx: Tx, key: str) -> Loaded | None:
+        opened = self._opened(tx)
+        for loaded in opened.values():
+            if key in loaded.keys:
+                return loaded
+        found = self.store.load_by_key(tx.conn, key)
+        if found is None:
+            return None
+        # Read already under another key of this transaction: the copy read first counts.
+        return opened.setdefault(found.workflow.id, found)
+
+    def _save_opened(self, tx: Tx) -> None:
+        for loaded in self._opened(tx).values():
+            self.store.save(tx.conn, loaded)
 
 
 def _log_state(workflow: Workflow, cause: str) -> None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, Select, func, insert, select, update
 
 from caroni.errors import CaroniError
 from caroni.manager.handlers import DEFAULT_TIMINGS, Timings, next_wake
@@ -24,6 +25,7 @@ class Loaded:
     workflow: Workflow
     version: int = 0  # 0: not stored yet
     keys: set[str] = field(default_factory=set)
+    doc: str = ""  # as stored, so that an unchanged workflow is not written again
 
 
 class WorkflowStore:
@@ -37,22 +39,33 @@ class WorkflowStore:
 
     def load(self, conn: Connection, workflow_id: str) -> Loaded | None:
         query = select(workflows.c.doc, workflows.c.version).where(workflows.c.id == workflow_id)
+        return self._read(conn, query)
+
+    def load_by_key(self, conn: Connection, key: str) -> Loaded | None:
+        """The workflow that a request, offer or job uuid (hex) belongs to."""
+        query = (
+            select(workflows.c.doc, workflows.c.version)
+            .join(workflow_routes, workflow_routes.c.workflow_id == workflows.c.id)
+            .where(workflow_routes.c.key == key)
+        )
+        return self._read(conn, query)
+
+    def _read(self, conn: Connection, query: Select[Any]) -> Loaded | None:
         if conn.dialect.name == "postgresql":
-            query = query.with_for_update()  # replicas sharing the database take turns
+            # Replicas sharing the database take turns with a workflow.
+            query = query.with_for_update(of=workflows)
         row = conn.execute(query).first()
         if row is None:
             return None
         workflow = Workflow.model_validate_json(row.doc)
-        return Loaded(workflow, row.version, workflow.route_keys())
-
-    def load_by_key(self, conn: Connection, key: str) -> Loaded | None:
-        """The workflow that a request, offer or job uuid (hex) belongs to."""
-        query = select(workflow_routes.c.workflow_id).where(workflow_routes.c.key == key)
-        workflow_id = conn.execute(query).scalar_one_or_none()
-        return None if workflow_id is None else self.load(conn, workflow_id)
+        return Loaded(workflow, row.version, workflow.route_keys(), row.doc)
 
     def save(self, conn: Connection, loaded: Loaded) -> None:
+        """Write the workflow back (nothing when it is unchanged since it was read)."""
         workflow = loaded.workflow
+        doc = workflow.model_dump_json()
+        if loaded.version and doc == loaded.doc:
+            return
         values = {
             "name": workflow.name,
             "template_name": workflow.template_name,
@@ -60,7 +73,7 @@ class WorkflowStore:
             "reason": workflow.reason,
             "updated_at": workflow.updated_at,
             "wake_at": next_wake(workflow, self.timings),
-            "doc": workflow.model_dump_json(),
+            "doc": doc,
         }
         if loaded.version == 0:
             conn.execute(
@@ -85,6 +98,7 @@ class WorkflowStore:
                 [{"key": key, "workflow_id": workflow.id} for key in sorted(new_keys)],
             )
             loaded.keys |= new_keys
+        loaded.doc = doc
 
     def due(self, conn: Connection, now: float, limit: int = 200) -> list[str]:
         """Ids of workflows whose timers are due."""

@@ -27,6 +27,7 @@ import concurrent.futures
 import contextlib
 import json
 import logging
+import threading
 import time
 import traceback
 import uuid
@@ -37,6 +38,8 @@ from typing import Any, Protocol, TypeVar
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 from sqlalchemy import Connection, Engine, delete, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from caroni.errors import EnvelopeError, SetAside
@@ -90,12 +93,52 @@ class Incoming:
 
 
 @dataclass
+class Batch:
+    """What the messages of one transaction leave to be written at its end.
+
+    Handlers queue rows here instead of writing them one by one, so a batch of
+    deliveries costs a few bulk statements instead of several per message.
+    """
+
+    outgoing: list[dict[str, Any]] = field(default_factory=list)
+    traffic: list[dict[str, Any]] = field(default_factory=list)
+    after_commit: list[Callable[[], None]] = field(default_factory=list)
+    before_write: list[Callable[[], None]] = field(default_factory=list)
+    # Roles keep what they read once per transaction here (e.g. workflow aggregates
+    # locked for this transaction), to write it back once in ``before_write``.
+    shared: dict[str, Any] = field(default_factory=dict)
+
+    def write(self, conn: Connection) -> list[tuple[int, OutgoingMessage]]:
+        """Write everything queued; return the outgoing messages with their outbox ids."""
+        for callback in self.before_write:
+            callback()
+        published: list[tuple[int, OutgoingMessage]] = []
+        if self.outgoing:
+            ids = conn.execute(
+                outbox.insert().returning(outbox.c.id, sort_by_parameter_order=True),
+                self.outgoing,
+            ).scalars()
+            published = [
+                (
+                    row_id,
+                    OutgoingMessage(r["routing_key"], r["body"], r["reply_to"], r["message_id"]),
+                )
+                for row_id, r in zip(ids, self.outgoing, strict=True)
+            ]
+        if self.traffic:
+            conn.execute(message_log.insert(), self.traffic)
+        return published
+
+
+@dataclass
 class Tx:
     """What a handler may touch while its transaction is open.
 
     ``conn`` is the open connection; ``send`` queues a message into the outbox (it is
     published only if the transaction commits); ``after_commit`` registers work for
-    the event loop once the change is durable (start a job, wake a scheduler).
+    the event loop once the change is durable (start a job, wake a scheduler);
+    ``before_write`` registers work to do once before the transaction's rows are
+    written (write back what ``shared`` holds).
     """
 
     conn: Connection
@@ -104,18 +147,24 @@ class Tx:
     own_key: str
     record_traffic: bool = True
     signer: Signer | None = None
+    batch: Batch = field(default_factory=Batch)
     # The aggregate this transaction concerns (workflow id, job uuid): handlers
     # set it so that the traffic log can show one workflow's messages.
     subject: str = ""
-    _outgoing: list[dict[str, Any]] = field(default_factory=list)
-    _traffic: list[dict[str, Any]] = field(default_factory=list)
-    _after_commit: list[Callable[[], None]] = field(default_factory=list)
+    _unmarked: int = 0  # traffic rows from here on do not have their subject yet
+
+    def __post_init__(self) -> None:
+        self._unmarked = len(self.batch.traffic)  # earlier messages' rows have theirs
+
+    @property
+    def shared(self) -> dict[str, Any]:
+        return self.batch.shared
 
     def send(self, to: str, message: Message) -> None:
         message_id = new_message_id()
         body = seal(message, message_id=message_id, sender=self.node_uuid, signer=self.signer)
         self.record("out", type(message).__name__, to, message_id, message)
-        self._outgoing.append(
+        self.batch.outgoing.append(
             {
                 "routing_key": to,
                 "body": body,
@@ -130,16 +179,19 @@ class Tx:
             self.send(item.to, item.message)
 
     def after_commit(self, callback: Callable[[], None]) -> None:
-        self._after_commit.append(callback)
+        self.batch.after_commit.append(callback)
+
+    def before_write(self, callback: Callable[[], None]) -> None:
+        self.batch.before_write.append(callback)
 
     def record(
         self, direction: str, type_name: str, peer: str, message_id: str, message: Message
     ) -> None:
-        """Note a message in the traffic log (written by ``flush``)."""
+        """Note a message in the traffic log (its subject is filled in by ``flush``)."""
         if not self.record_traffic:
             return
         summary = json.dumps(MessageToDict(message), separators=(",", ":"))
-        self._traffic.append(
+        self.batch.traffic.append(
             {
                 "at": self.now,
                 "direction": direction,
@@ -147,19 +199,21 @@ class Tx:
                 "peer": peer,
                 "message_id": message_id,
                 "summary": summary[:MAX_SUMMARY_CHARS],
+                "subject": "",
             }
         )
 
     def flush(self) -> None:
-        """Write queued messages to the outbox and the traffic log."""
-        if self._outgoing:
-            self.conn.execute(outbox.insert(), self._outgoing)
-            self._outgoing = []
-        if self._traffic:
-            for row in self._traffic:
-                row["subject"] = self.subject
-            self.conn.execute(message_log.insert(), self._traffic)
-            self._traffic = []
+        """File the traffic noted since the last flush under the current ``subject``
+        (call it before moving on to another subject in the same transaction)."""
+        rows = self.batch.traffic
+        for row in rows[self._unmarked :]:
+            row["subject"] = self.subject
+        self._unmarked = len(rows)
+
+
+class _NeedsCare(Exception):
+    """A message of a batch applied together must be applied on its own."""
 
 
 class Role(Protocol):
@@ -222,6 +276,11 @@ class Node:
         self._idle.set()
         self.max_timer_deferral = MAX_TIMER_DEFERRAL
         self._outbox_wakeup = asyncio.Event()
+        # Committed messages waiting to be published, with their outbox row ids; and
+        # ids of rows published since, which the next transaction deletes.
+        self._unpublished: list[tuple[int, OutgoingMessage]] = []
+        self._published_ids: list[int] = []
+        self._published_lock = threading.Lock()
         self._consumer: Consumer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -266,18 +325,21 @@ class Node:
         For work that does not come from a delivery: a finished job, a user's edit,
         a timer.
         """
-        result, callbacks = await self.db(self._transact_sync, fn)
-        self._committed(callbacks)
+        result, batch, published = await self.db(self._transact_sync, fn)
+        self._committed(batch, published)
         return result
 
-    def _transact_sync(self, fn: Callable[[Tx], T]) -> tuple[T, list[Callable[[], None]]]:
+    def _transact_sync(
+        self, fn: Callable[[Tx], T]
+    ) -> tuple[T, Batch, list[tuple[int, OutgoingMessage]]]:
         with self.engine.begin() as conn:
-            tx = self._new_tx(conn)
+            tx = self._new_tx(conn, Batch())
             result = fn(tx)
             tx.flush()
-        return result, tx._after_commit
+            published = self._write(conn, tx.batch)
+        return result, tx.batch, published
 
-    def _new_tx(self, conn: Connection) -> Tx:
+    def _new_tx(self, conn: Connection, batch: Batch) -> Tx:
         return Tx(
             conn=conn,
             now=time.time(),
@@ -285,11 +347,29 @@ class Node:
             own_key=self.own_key,
             record_traffic=self.record_traffic,
             signer=self.signer,
+            batch=batch,
         )
 
-    def _committed(self, callbacks: list[Callable[[], None]]) -> None:
-        self._outbox_wakeup.set()
-        for callback in callbacks:
+    def _write(self, conn: Connection, batch: Batch) -> list[tuple[int, OutgoingMessage]]:
+        """Write a transaction's queued rows, and delete outbox rows published since the
+        last write (should this transaction roll back, they are deleted by a later one)."""
+        with self._published_lock:
+            done, self._published_ids = self._published_ids, []
+        try:
+            if done:
+                conn.execute(delete(outbox).where(outbox.c.id.in_(done)))
+            return batch.write(conn)
+        except BaseException:
+            with self._published_lock:
+                self._published_ids.extend(done)
+            raise
+
+    def _committed(self, batch: Batch, published: list[tuple[int, OutgoingMessage]]) -> None:
+        """After a commit: hand its messages to the publisher, run its callbacks."""
+        if published:
+            self._unpublished.extend(published)
+            self._outbox_wakeup.set()
+        for callback in batch.after_commit:
             try:
                 callback()
             except Exception:
@@ -307,10 +387,13 @@ class Node:
         backoff = 0.1
         while True:
             batch = [await self._deliveries.get()]
+            # One pass of the event loop lets deliveries that arrived together (a job's
+            # data and its status) be taken together.
+            await asyncio.sleep(0)
             while len(batch) < BATCH_SIZE and not self._deliveries.empty():
                 batch.append(self._deliveries.get_nowait())
             try:
-                callbacks = await self.db(self._handle_batch, batch)
+                committed, published = await self.db(self._handle_batch, batch)
             except DBAPIError as exc:
                 # The database is unreachable or refused the commit: nothing of the
                 # batch took effect, so give it back and try again shortly.
@@ -327,53 +410,154 @@ class Node:
                 await delivery.ack()
             if self._deliveries.empty():
                 self._idle.set()
-            self._committed(callbacks)
+            self._committed(committed, published)
 
-    def _handle_batch(self, batch: list[Delivery]) -> list[Callable[[], None]]:
-        callbacks: list[Callable[[], None]] = []
-        with self.engine.begin() as conn:
-            for delivery in batch:
-                callbacks.extend(self._handle_one(conn, delivery))
-        return callbacks
+    def _handle_batch(
+        self, deliveries: list[Delivery]
+    ) -> tuple[Batch, list[tuple[int, OutgoingMessage]]]:
+        """Apply a batch of deliveries in one transaction.
 
-    def _handle_one(self, conn: Connection, delivery: Delivery) -> list[Callable[[], None]]:
+        First all at once, without a savepoint per message. Should any handler set
+        its message aside or fail, or another process have handled one of them
+        meanwhile, that transaction is rolled back and the batch applied again one
+        savepoint per message, so that one bad message costs only itself.
+        """
+        opened = [self._open(delivery) for delivery in deliveries]
+        counters = dict(self.counters)  # a rolled-back attempt must not count
         try:
-            opened = open_envelope(delivery.body)
+            with self.engine.begin() as conn:
+                batch = Batch()
+                self._apply_together(conn, batch, deliveries, opened)
+                published = self._write(conn, batch)
+            return batch, published
+        except (_NeedsCare, IntegrityError) as exc:
+            self.counters.update(counters)
+            log.debug("batch applied again one message at a time: %s", exc)
+        except BaseException:
+            self.counters.update(counters)
+            raise
+        with self.engine.begin() as conn:
+            batch = Batch()
+            for delivery, item in zip(deliveries, opened, strict=True):
+                self._apply_alone(conn, batch, delivery, item)
+            published = self._write(conn, batch)
+        return batch, published
+
+    def _open(self, delivery: Delivery) -> Opened | EnvelopeError:
+        try:
+            return open_envelope(delivery.body)
         except EnvelopeError as exc:
-            self._dead_letter(conn, delivery, "", f"cannot open envelope: {exc}")
-            return []
-        message_id = opened.message_id or delivery.message_id
-        # A duplicate is normally found by the inbox insert below (one query fewer
-        # per message); a node that must name replays looks first.
-        seen = bool(message_id) and self.trust.require_signatures and self._seen(conn, message_id)
-        refusal = self.trust.refusal(opened, time.time(), seen)
+            return exc
+
+    def _apply_together(
+        self,
+        conn: Connection,
+        batch: Batch,
+        deliveries: list[Delivery],
+        opened: list[Opened | EnvelopeError],
+    ) -> None:
+        accepted: list[tuple[Delivery, Opened, str]] = []
+        for delivery, item in zip(deliveries, opened, strict=True):
+            if isinstance(item, EnvelopeError):
+                self._dead_letter(conn, delivery, "", f"cannot open envelope: {item}")
+                continue
+            message_id = item.message_id or delivery.message_id
+            # A node that must name replays looks for them first; otherwise the claim
+            # below finds the duplicates.
+            replay = self.trust.require_signatures and bool(message_id)
+            if self._refused(conn, delivery, item, replay and self._seen(conn, message_id)):
+                continue
+            accepted.append((delivery, item, message_id))
+        fresh = self._claim_ids(conn, [message_id for _, _, message_id in accepted if message_id])
+        for delivery, item, message_id in accepted:
+            if message_id:
+                if message_id not in fresh:
+                    self.counters["duplicates"] += 1
+                    continue
+                fresh.discard(message_id)  # the same message twice in one batch
+            try:
+                self._apply(self._new_tx(conn, batch), delivery, item, message_id)
+            except DBAPIError:
+                raise
+            except Exception as exc:
+                raise _NeedsCare(f"{item.type_name}: {type(exc).__name__}: {exc}") from exc
+            self.counters["handled"] += 1
+
+    def _claim_ids(self, conn: Connection, message_ids: list[str]) -> set[str]:
+        """Note these message ids in the inbox; return those not noted before.
+
+        One statement; a replica sharing the database that handles one of them at
+        the same moment makes it wait, then skip the id as noted.
+        """
+        if not message_ids:
+            return set()
+        insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+        statement = (
+            insert(inbox)
+            .on_conflict_do_nothing(index_elements=[inbox.c.message_id])
+            .returning(inbox.c.message_id)
+        )
+        now = time.time()
+        rows = [
+            {"message_id": message_id, "received_at": now}
+            for message_id in dict.fromkeys(message_ids)
+        ]
+        return set(conn.execute(statement, rows).scalars())
+
+    def _apply(self, tx: Tx, delivery: Delivery, opened: Opened, message_id: str) -> None:
+        """Apply one message (traffic, the role's handler); raises what the handler raises."""
+        tx.record("in", opened.type_name, delivery.reply_to, message_id, opened.message)
+        self.role.handle(tx, Incoming(opened, delivery.reply_to, delivery.routing_key))
+        tx.flush()
+
+    def _refused(self, conn: Connection, delivery: Delivery, opened: Opened, seen: bool) -> bool:
+        """Dead-letter a message the trust policy refuses; True when it did."""
+        refusal = self.trust.refusal(opened, time.time(), seen and self.trust.require_signatures)
         if refusal:
             # Not remembered in the inbox: a refused message changed nothing.
             self._dead_letter(conn, delivery, opened.type_name, refusal)
-            return []
-        incoming = Incoming(opened, delivery.reply_to, delivery.routing_key)
+        return bool(refusal)
+
+    def _apply_alone(
+        self,
+        conn: Connection,
+        batch: Batch,
+        delivery: Delivery,
+        opened: Opened | EnvelopeError,
+    ) -> None:
+        """Apply one delivery inside a savepoint of its own; what fails is set aside."""
+        if isinstance(opened, EnvelopeError):
+            self._dead_letter(conn, delivery, "", f"cannot open envelope: {opened}")
+            return
+        message_id = opened.message_id or delivery.message_id
+        seen = bool(message_id) and self._seen(conn, message_id)
+        if self._refused(conn, delivery, opened, seen):
+            return
+        if seen:
+            self.counters["duplicates"] += 1
+            log.debug("duplicate %s %s dropped", opened.type_name, message_id)
+            return
         savepoint = conn.begin_nested()
-        tx = self._new_tx(conn)
-        tx.record("in", opened.type_name, delivery.reply_to, message_id, opened.message)
+        alone = Batch()
         try:
-            if message_id:  # raises IntegrityError for a message id handled before
-                conn.execute(inbox.insert().values(message_id=message_id, received_at=tx.now))
-            self.role.handle(tx, incoming)
-            tx.flush()
+            if message_id:  # raises IntegrityError for a message id handled meanwhile
+                conn.execute(inbox.insert().values(message_id=message_id, received_at=time.time()))
+            self._apply(self._new_tx(conn, alone), delivery, opened, message_id)
+            for callback in alone.before_write:
+                callback()
             savepoint.commit()
         except IntegrityError as exc:
             savepoint.rollback()
             if message_id and self._seen(conn, message_id):
-                # Handled before (a redelivery, or a replica sharing this database).
+                # Handled meanwhile by a replica sharing this database.
                 self.counters["duplicates"] += 1
-                log.debug("duplicate %s %s dropped", opened.type_name, message_id)
-                return []
+                return
             self._dead_letter(conn, delivery, opened.type_name, f"integrity error: {exc.orig}")
-            return []
+            return
         except SetAside as exc:
             savepoint.rollback()
             self._dead_letter(conn, delivery, opened.type_name, str(exc), message_id)
-            return []
+            return
         except DBAPIError:
             savepoint.rollback()
             raise
@@ -383,9 +567,11 @@ class Node:
             where = traceback.extract_tb(exc.__traceback__)[-1]
             reason = f"handler error: {type(exc).__name__}: {exc} ({where.filename}:{where.lineno})"
             self._dead_letter(conn, delivery, opened.type_name, reason, message_id)
-            return []
+            return
         self.counters["handled"] += 1
-        return tx._after_commit
+        batch.outgoing += alone.outgoing
+        batch.traffic += alone.traffic
+        batch.after_commit += alone.after_commit
 
     def _seen(self, conn: Connection, message_id: str) -> bool:
         query = select(inbox.c.message_id).where(inbox.c.message_id == message_id)
@@ -420,41 +606,66 @@ class Node:
     # --- publishing -------------------------------------------------------------------
 
     async def _publish_loop(self) -> None:
+        """Publish committed messages with broker confirms.
+
+        Normally straight from memory, as each transaction hands them over; the rows
+        are deleted by a later transaction. After a start or a failure, from the
+        outbox table instead (``_sweep``), which holds everything not yet confirmed.
+        """
         backoff = 0.1
+        sweep = True  # a previous run may have left rows behind
         while True:
             await self._outbox_wakeup.wait()
             self._outbox_wakeup.clear()
             try:
-                while True:
-                    rows = await self.db(self._read_outbox)
-                    if not rows:
-                        break
-                    await self.transport.publish_many(
-                        [
-                            OutgoingMessage(row.routing_key, row.body, row.reply_to, row.message_id)
-                            for row in rows
-                        ]
-                    )
-                    await self.db(self._delete_outbox, [row.id for row in rows])
-                    self.counters["published"] += len(rows)
+                if sweep:
+                    await self._sweep()
+                    sweep = False
+                while self._unpublished:
+                    rows, self._unpublished = self._unpublished, []
+                    await self.transport.publish_many([message for _, message in rows])
+                    self._confirmed([row_id for row_id, _ in rows])
                 backoff = 0.1
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 # Broker or database trouble: the rows stay in the outbox; try again.
                 log.warning("publishing the outbox failed, retrying in %.1fs: %s", backoff, exc)
+                sweep = True
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
                 self._outbox_wakeup.set()
 
-    def _read_outbox(self) -> list[Any]:
-        with self.engine.connect() as conn:
-            query = select(outbox).order_by(outbox.c.id).limit(OUTBOX_CHUNK)
-            return list(conn.execute(query).all())
+    async def _sweep(self) -> None:
+        """Publish every row in the outbox table, oldest first."""
+        swept: set[int] = set()
+        after = 0
+        while True:
+            rows = await self.db(self._read_outbox, after)
+            if not rows:
+                break
+            await self.transport.publish_many(
+                [OutgoingMessage(r.routing_key, r.body, r.reply_to, r.message_id) for r in rows]
+            )
+            ids = [row.id for row in rows]
+            self._confirmed(ids)
+            swept.update(ids)
+            after = max(ids)
+        # What transactions handed over meanwhile was either swept just now or is
+        # still to publish.
+        self._unpublished = [row for row in self._unpublished if row[0] not in swept]
 
-    def _delete_outbox(self, ids: list[int]) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(delete(outbox).where(outbox.c.id.in_(ids)))
+    def _confirmed(self, ids: list[int]) -> None:
+        with self._published_lock:
+            self._published_ids.extend(ids)
+        self.counters["published"] += len(ids)
+
+    def _read_outbox(self, after: int) -> list[Any]:
+        with self.engine.connect() as conn:
+            query = (
+                select(outbox).where(outbox.c.id > after).order_by(outbox.c.id).limit(OUTBOX_CHUNK)
+            )
+            return list(conn.execute(query).all())
 
     # --- timers ---------------------------------------------------------------------
 

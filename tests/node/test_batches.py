@@ -1,0 +1,171 @@
+"""The service shell applies deliveries in batches: one transaction, a few bulk
+statements, one read and write per aggregate. These tests check that batching
+changes nothing a handler or a peer can see: every message is applied once, a bad
+one costs only itself, every outgoing message is published once and its outbox
+row goes away, and the traffic log files each message under its own subject.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, func, insert, select
+
+from caroni.errors import SetAside
+from caroni.node.runtime import Incoming, Node, Tx
+from caroni.protocol import new_message_id, open_envelope, pb, seal
+from caroni.store import create_db_engine, migrate
+from caroni.store.tables import dead_letters, message_log, outbox
+from caroni.transport.base import Delivery
+from caroni.transport.memory import MemoryBroker, MemoryTransport
+from tests.waiting import eventually
+
+KEY = "wf.manager.BATCHBATCHBATCHBATCHBA"
+QUEUE = "caroni.manager.batch-test"
+PEER = "wf.client.batch-peer"
+BAD = uuid.UUID(int=0).bytes  # the job uuid the role refuses
+
+
+class Echo:
+    """Answers each JobStatusRequest with a JobStatusUpdate for the same job; keeps a
+    per-transaction tally in ``tx.shared`` written once before the rows are."""
+
+    name = "manager"
+
+    def __init__(self) -> None:
+        self.tallies: list[int] = []  # one entry per transaction written
+
+    def bindings(self, own_key: str) -> list[str]:
+        return [own_key]
+
+    def handle(self, tx: Tx, incoming: Incoming) -> None:
+        job_uuid = incoming.message.job_uuid
+        if job_uuid == BAD:
+            raise SetAside("this job is refused")
+        tx.subject = uuid.UUID(bytes=job_uuid).hex
+        if "tally" not in tx.shared:
+            tx.shared["tally"] = 0
+            tx.before_write(lambda: self.tallies.append(tx.shared["tally"]))
+        tx.shared["tally"] += 1
+        update = pb.JobStatusUpdate(job_uuid=job_uuid, job_status=pb.JOB_STATUS_RUNNING)
+        tx.send(incoming.reply_to, update)
+
+    def tick(self, tx: Tx) -> float | None:
+        return None
+
+
+@pytest.fixture
+async def transport() -> AsyncIterator[MemoryTransport]:
+    transport = MemoryTransport(MemoryBroker())
+    await transport.connect()
+    yield transport
+    await transport.close()
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Engine:
+    engine = create_db_engine(str(tmp_path / "node.sqlite3"))
+    migrate(engine)
+    return engine
+
+
+@pytest.fixture
+async def node(engine: Engine, transport: MemoryTransport) -> AsyncIterator[Node]:
+    node = Node(Echo(), engine, transport, node_uuid=uuid.uuid4(), own_key=KEY, queue_name=QUEUE)
+    yield node
+    await node.stop()
+    engine.dispose()
+
+
+async def _request(transport: MemoryTransport, job_uuid: bytes, message_id: str) -> None:
+    body = seal(pb.JobStatusRequest(job_uuid=job_uuid), message_id=message_id)
+    await transport.publish(KEY, body, reply_to=PEER, message_id=message_id)
+
+
+def _count(engine: Engine, query: object) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(query).scalar_one())  # type: ignore[call-overload]
+
+
+async def test_a_batch_applies_each_message_once_and_sets_aside_only_the_bad_one(
+    node: Node, transport: MemoryTransport, engine: Engine
+) -> None:
+    replies: list[Delivery] = []
+    peer = await transport.consume("peer-queue", [PEER])
+    await (await transport.consume(QUEUE, [KEY])).close()  # queue and binding, no consumer
+    jobs = [uuid.uuid4().bytes for _ in range(150)]
+    repeated = new_message_id()
+    for number, job in enumerate(jobs):
+        await _request(transport, job, repeated if number == 0 else new_message_id())
+        if number == 70:
+            await _request(transport, BAD, new_message_id())
+    await _request(transport, jobs[0], repeated)  # a redelivery of the first
+    await node.start()  # the whole backlog waits: full batches from the start
+
+    async def collect() -> None:
+        async for delivery in peer:
+            replies.append(delivery)
+            await delivery.ack()
+            if len(replies) == len(jobs):
+                return
+
+    await eventually(lambda: node.counters["handled"] == len(jobs), "every request handled")
+    await collect()
+    answered = [open_envelope(d.body).message.job_uuid for d in replies]
+    assert sorted(answered) == sorted(jobs), "each request answered exactly once"
+    assert node.counters["dead_lettered"] == 1
+    assert node.counters["duplicates"] == 1
+    with engine.connect() as conn:
+        reasons = list(conn.execute(select(dead_letters.c.reason)).scalars())
+        assert reasons == ["this job is refused"]
+        # Each message is filed under its own job, in and out.
+        rows = conn.execute(select(message_log.c.subject, message_log.c.summary)).all()
+    assert len(rows) == 2 * len(jobs)
+    for subject, summary in rows:
+        named = base64.b64decode(json.loads(summary)["jobUuid"])
+        assert uuid.UUID(hex=subject).bytes == named
+    role = node.role
+    assert isinstance(role, Echo)
+    # Batches were applied together (more than one message per transaction), and the
+    # tallies written once per transaction add up to each message once, although
+    # the batch holding the bad message was applied twice (together, then alone).
+    assert max(role.tallies) > 1
+    assert sum(role.tallies) == len(jobs)
+    await eventually(
+        lambda: _count(engine, select(func.count()).select_from(outbox)) == 0,
+        "published rows deleted",
+    )
+    await peer.close()
+
+
+async def test_rows_a_previous_run_left_in_the_outbox_are_published_at_start(
+    node: Node, transport: MemoryTransport, engine: Engine
+) -> None:
+    peer = await transport.consume("peer-queue", [PEER])
+    left = [new_message_id() for _ in range(3)]
+    with engine.begin() as conn:
+        for message_id in left:
+            body = seal(pb.JobStatusRequest(job_uuid=uuid.uuid4().bytes), message_id=message_id)
+            conn.execute(
+                insert(outbox).values(
+                    routing_key=PEER, body=body, reply_to=KEY, message_id=message_id, created_at=0
+                )
+            )
+    await node.start()
+    seen: list[str] = []
+    async for delivery in peer:
+        seen.append(open_envelope(delivery.body).message_id)
+        await delivery.ack()
+        if len(seen) == len(left):
+            break
+    assert seen == left, "published once each, oldest first"
+    await eventually(
+        lambda: _count(engine, select(func.count()).select_from(outbox)) == 0,
+        "published rows deleted",
+    )
+    await peer.close()
