@@ -25,7 +25,7 @@ from caroni.node.runtime import Node, Role, Tx
 from caroni.protocol import agent_key, manager_key, node_key_id
 from caroni.store import create_db_engine, migrate, node_uuid
 from caroni.transport.base import Transport
-from caroni.trust import NodeKey, TrustSettings, trusted_keys
+from caroni.trust import NodeKey, TrustSettings, bound_nodes, trusted_keys
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -69,7 +69,7 @@ class _NodeService:
         self.node_uuid = node_uuid(self.engine, role.name)
         self.key = key_for(self.node_uuid)
         with self.engine.connect() as conn:
-            policy = self.trust.policy(trusted_keys(conn))
+            policy = self.trust.policy(trusted_keys(conn), bound_nodes(conn))
         self.node = Node(
             role,
             self.engine,

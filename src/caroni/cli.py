@@ -481,7 +481,10 @@ def _workflow_id(text: str) -> uuid.UUID:
 
 
 keys_app = typer.Typer(help="This node's signing key.", no_args_is_help=True)
-trust_app = typer.Typer(help="Keys this node trusts.", no_args_is_help=True)
+trust_app = typer.Typer(
+    help="Keys this node trusts, each optionally bound to the node it speaks for.",
+    no_args_is_help=True,
+)
 app.add_typer(keys_app, name="keys")
 app.add_typer(trust_app, name="trust")
 
@@ -504,14 +507,39 @@ def keys_init(
 
 
 @keys_app.command("show")
-def keys_show(key: Annotated[Path, typer.Option("--key", help="The private key file.")]) -> None:
-    """Print the key id of a private key."""
+def keys_show(
+    key: Annotated[Path, typer.Option("--key", help="The private key file.")],
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db",
+            help="The node's database: also print the node's id, to bind the key to "
+            "it at peers (`caroni trust add NAME KEY --node ID`).",
+        ),
+    ] = None,
+) -> None:
+    """Print the key id of a private key (and, with --db, the node id it speaks for)."""
+    from sqlalchemy import select
+
+    from caroni.store.tables import node_identity
     from caroni.trust import NodeKey
 
     try:
-        console.print(NodeKey.load(key).key_id)
+        key_id = NodeKey.load(key).key_id
     except CaroniError as exc:
         raise _fail(str(exc)) from exc
+    if db is None:
+        console.print(key_id)
+        return
+    console.print(f"key id: {key_id}")
+    engine = _node_db(db)
+    with engine.connect() as conn:
+        nodes = conn.execute(select(node_identity.c.role, node_identity.c.node_uuid)).all()
+    engine.dispose()
+    for role, node in sorted(nodes):
+        console.print(f"{role} node id: {node}")
+    if not nodes:
+        console.print("node id: none yet (it is created when the node first starts)")
 
 
 def _node_db(db: str):  # type: ignore[no-untyped-def]
@@ -527,34 +555,52 @@ def trust_add(
     name: Annotated[str, typer.Argument(help="A name for the key's owner.")],
     key_id: Annotated[str, typer.Argument(help="Their key id (ed25519:...).")],
     db: NodeDb,
+    node: Annotated[
+        str | None,
+        typer.Option(
+            "--node",
+            help="Bind the key to the node (uuid) it speaks for: messages naming that "
+            "node (reply-to or sender) must then be signed by this key, and this key may "
+            "name no other node. The owner finds the id with `caroni keys show --key "
+            "KEY --db DB` (or `caroni status --db DB`). Bind every peer: an unbound "
+            "trusted key may still claim to be any unbound node.",
+        ),
+    ] = None,
 ) -> None:
-    """Trust a key (takes effect when the node starts)."""
+    """Trust a key, optionally bound to its node (takes effect when the node starts)."""
     import time
 
     from caroni.trust import trust_key
 
+    node_uuid = None
+    if node is not None:
+        try:
+            node_uuid = uuid.UUID(node)
+        except ValueError:
+            raise _fail(f"{node!r} is not a node id (a uuid)") from None
     engine = _node_db(db)
     try:
         with engine.begin() as conn:
-            trust_key(conn, name, key_id, time.time())
+            trust_key(conn, name, key_id, time.time(), node_uuid)
     except ValueError as exc:
         raise _fail(str(exc)) from exc
     finally:
         engine.dispose()
-    console.print(f"trusting {name}: {key_id}")
+    bound = f" for node {node_uuid}" if node_uuid is not None else ""
+    console.print(f"trusting {name}{bound}: {key_id}")
 
 
 @trust_app.command("list")
 def trust_list(db: NodeDb) -> None:
-    """The keys this node trusts."""
-    from caroni.trust import trusted_keys
+    """The keys this node trusts: name, key id and the node each is bound to ("-": none)."""
+    from caroni.trust import trusted_key_list
 
     engine = _node_db(db)
     with engine.connect() as conn:
-        keys = trusted_keys(conn)
+        keys = trusted_key_list(conn)
     engine.dispose()
-    for name, key_id in sorted(keys.items()):
-        console.print(f"{name}\t{key_id}")
+    for entry in keys:
+        console.print(f"{entry.name}\t{entry.key_id}\t{entry.node or '-'}")
 
 
 @trust_app.command("remove")

@@ -6,6 +6,11 @@ can be checked without a lookup, and *trusting* a key means listing its id.
 
 What is signed: the payload and the envelope fields replay checks rely on (see
 :func:`caroni.protocol.envelope.signed_bytes`).
+
+A trusted key may also be *bound* to the node (uuid) it speaks for. Then a message
+that names that node, by its ``reply_to`` routing key or its envelope ``sender``,
+must be signed by that key, and that key may name no other node: one trusted peer
+can no longer speak as another. Unbound keys may still name any node.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import base64
 import binascii
 import os
 import stat
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from sqlalchemy import Connection, delete, insert, select
 
 from caroni.errors import ConfigError
-from caroni.protocol import Opened
+from caroni.protocol import Opened, node_uuid_from_routing_key
 from caroni.store.tables import trusted_keys as trusted_table
 
 KEY_ID_PREFIX = "ed25519:"
@@ -109,6 +115,14 @@ class TrustPolicy:
     message id not seen before, and a sent-at that is neither older than
     ``max_age`` nor further in the future than ``max_future_skew``.
     ``allowed_submitters`` (trusted names) limits who may start workflows.
+
+    ``bound_nodes`` (key id -> node uuid) binds keys to the nodes they speak for,
+    whether signatures are required or not: a message whose ``reply_to`` routing
+    key or envelope ``sender`` names a bound node must be signed by that node's
+    key (an unsigned one is refused too), and a bound key may only sign messages
+    that name its own node (a ``reply_to`` naming another node, or no node at all,
+    is refused). Messages signed by unbound keys and naming unbound nodes pass as
+    before.
     """
 
     require_signatures: bool = False
@@ -116,6 +130,16 @@ class TrustPolicy:
     max_age: float = 24 * 3600.0
     max_future_skew: float = 300.0
     allowed_submitters: frozenset[str] | None = None
+    bound_nodes: Mapping[str, uuid.UUID] = field(default_factory=dict)  # key id -> node
+    _key_of_node: Mapping[uuid.UUID, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        key_of_node: dict[uuid.UUID, str] = {}
+        for key_id, node in self.bound_nodes.items():
+            if node in key_of_node:
+                raise ValueError(f"node {node} is bound to two keys: {key_of_node[node]}, {key_id}")
+            key_of_node[node] = key_id
+        object.__setattr__(self, "_key_of_node", key_of_node)
 
     def signer_name(self, key_id: str) -> str | None:
         for name, trusted_id in self.trusted.items():
@@ -123,20 +147,29 @@ class TrustPolicy:
                 return name
         return None
 
-    def refusal(self, opened: Opened, now: float, seen_before: bool) -> str:
-        """Why ``opened`` must be set aside, or "" when it may be handled."""
+    def refusal(self, opened: Opened, now: float, seen_before: bool, reply_to: str = "") -> str:
+        """Why ``opened`` must be set aside, or "" when it may be handled.
+
+        ``reply_to`` is the delivery's reply-to routing key (not covered by the
+        signature, so it is checked against the key bindings here).
+        """
         if opened.signator and not signature_valid(opened):
             return f"bad signature (claimed signer {opened.signator[:60]})"
         name = self.signer_name(opened.signator) if opened.signator else None
         limited = opened.type_name == "WorkFlowCreate" and self.allowed_submitters is not None
         if limited and (name is None or name not in self.allowed_submitters):  # type: ignore[operator]
             return "WorkFlowCreate from a submitter that is not allowed"
+        if self.require_signatures:
+            if not opened.signator:
+                return "unsigned message (this node requires signatures)"
+            if name is None:
+                return f"unknown signer {opened.signator[:60]}"
+        if self.bound_nodes:
+            impersonation = self._binding_refusal(opened, reply_to, name)
+            if impersonation:
+                return impersonation
         if not self.require_signatures:
             return ""
-        if not opened.signator:
-            return "unsigned message (this node requires signatures)"
-        if name is None:
-            return f"unknown signer {opened.signator[:60]}"
         if not opened.message_id:
             return "signed message without a message id (replays could not be detected)"
         if seen_before:
@@ -150,6 +183,46 @@ class TrustPolicy:
             return f"sent-at {sent - now:.0f}s in the future (limit {self.max_future_skew:.0f}s)"
         return ""
 
+    def _binding_refusal(self, opened: Opened, reply_to: str, name: str | None) -> str:
+        """Why ``opened`` speaks for a node its signer is not bound to, or ""."""
+        claims: list[tuple[uuid.UUID, str]] = []  # (node, where the message names it)
+        reply_node = node_uuid_from_routing_key(reply_to) if reply_to else None
+        if reply_node is not None:
+            claims.append((reply_node, f"reply_to {_shown(reply_to)}"))
+        if opened.sender is not None:
+            claims.append((opened.sender, "envelope sender"))
+        signer = self._describe(opened.signator, name) if opened.signator else ""
+        for node, where in claims:
+            bound_key = self._key_of_node.get(node)
+            if bound_key is not None and bound_key != opened.signator:
+                who = f"signed by {signer}" if signer else "unsigned"
+                owner = self._describe(bound_key, self.signer_name(bound_key))
+                return f"{who} but claims to be node {node} ({where}) bound to {owner}"
+        own_node = self.bound_nodes.get(opened.signator) if opened.signator else None
+        if own_node is None:
+            return ""
+        for node, where in claims:
+            if node != own_node:
+                return (
+                    f"signed by {signer}, bound to node {own_node}, "
+                    f"but claims to be node {node} ({where})"
+                )
+        if reply_to and reply_node is None:
+            return (
+                f"signed by {signer}, bound to node {own_node}, but its reply_to "
+                f"{_shown(reply_to)} names no node"
+            )
+        return ""
+
+    @staticmethod
+    def _describe(key_id: str, name: str | None) -> str:
+        return name if name is not None else f"untrusted key {key_id[:60]}"
+
+
+def _shown(text: str) -> str:
+    """Peer-supplied text, quoted and cut short, for a refusal reason."""
+    return repr(text[:120]) + ("..." if len(text) > 120 else "")
+
 
 # --- configuration and storage -------------------------------------------------------
 
@@ -162,12 +235,36 @@ class TrustSettings:
     require_signatures: bool = False
     allowed_submitters: frozenset[str] | None = None  # manager only: trusted names
 
-    def policy(self, trusted: Mapping[str, str]) -> TrustPolicy:
+    def policy(
+        self, trusted: Mapping[str, str], bound_nodes: Mapping[str, uuid.UUID] | None = None
+    ) -> TrustPolicy:
         return TrustPolicy(
             require_signatures=self.require_signatures,
             trusted=dict(trusted),
             allowed_submitters=self.allowed_submitters,
+            bound_nodes=dict(bound_nodes or {}),
         )
+
+
+@dataclass(frozen=True)
+class TrustedKey:
+    """One row of a node's trusted keys."""
+
+    name: str
+    key_id: str
+    node: uuid.UUID | None  # the node the key is bound to, if any
+    added_at: float
+
+
+def trusted_key_list(conn: Connection) -> list[TrustedKey]:
+    """Every key this node trusts, by name."""
+    rows = conn.execute(select(trusted_table).order_by(trusted_table.c.name)).all()
+    return [
+        TrustedKey(
+            row.name, row.key_id, uuid.UUID(row.node_uuid) if row.node_uuid else None, row.added_at
+        )
+        for row in rows
+    ]
 
 
 def trusted_keys(conn: Connection) -> dict[str, str]:
@@ -176,12 +273,42 @@ def trusted_keys(conn: Connection) -> dict[str, str]:
     return {name: key_id for name, key_id in rows}
 
 
-def trust_key(conn: Connection, name: str, key_id: str, now: float) -> None:
-    """Trust ``key_id`` under ``name`` (replacing what that name meant before)."""
+def bound_nodes(conn: Connection) -> dict[str, uuid.UUID]:
+    """Key id -> node uuid of every trusted key bound to a node."""
+    query = select(trusted_table.c.key_id, trusted_table.c.node_uuid).where(
+        trusted_table.c.node_uuid.is_not(None)
+    )
+    return {key_id: uuid.UUID(node) for key_id, node in conn.execute(query).all()}
+
+
+def trust_key(
+    conn: Connection, name: str, key_id: str, now: float, node: uuid.UUID | None = None
+) -> None:
+    """Trust ``key_id`` under ``name`` (replacing what that name meant before),
+    bound to ``node`` when given; ValueError when ``node`` is bound to another name."""
     public_key_from_id(key_id)  # refuse what is not a key id
+    if node is not None:
+        holder = conn.execute(
+            select(trusted_table.c.name, trusted_table.c.key_id).where(
+                trusted_table.c.node_uuid == str(node)
+            )
+        ).first()
+        # Rebinding the same name or the same key replaces it; another one may not.
+        if holder is not None and name != holder.name and key_id != holder.key_id:
+            raise ValueError(
+                f"node {node} is already bound to the key trusted as {holder.name!r}; "
+                f"remove that first (caroni trust remove {holder.name})"
+            )
     conn.execute(delete(trusted_table).where(trusted_table.c.name == name))
     conn.execute(delete(trusted_table).where(trusted_table.c.key_id == key_id))
-    conn.execute(insert(trusted_table).values(name=name, key_id=key_id, added_at=now))
+    conn.execute(
+        insert(trusted_table).values(
+            name=name,
+            key_id=key_id,
+            added_at=now,
+            node_uuid=str(node) if node is not None else None,
+        )
+    )
 
 
 def distrust_key(conn: Connection, name: str) -> bool:

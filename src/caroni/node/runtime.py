@@ -233,6 +233,10 @@ class Role(Protocol):
         """Fire due timers; return when to be called next (epoch seconds) or None."""
         ...
 
+    # A role may also define ``prefetch(tx, incoming: Sequence[Incoming])``: called
+    # before a batch of messages is applied together, to read what they concern in
+    # a few statements rather than one or more per message.
+
 
 class Node:
     """Runs one role: consumer, handler batches, outbox publisher and timers."""
@@ -457,24 +461,34 @@ class Node:
         opened: list[Opened | EnvelopeError],
     ) -> None:
         accepted: list[tuple[Delivery, Opened, str]] = []
+        in_batch: set[str] = set()
         for delivery, item in zip(deliveries, opened, strict=True):
             if isinstance(item, EnvelopeError):
                 self._dead_letter(conn, delivery, "", f"cannot open envelope: {item}")
                 continue
             message_id = item.message_id or delivery.message_id
-            # A node that must name replays looks for them first; otherwise the claim
-            # below finds the duplicates.
+            # A node that must name replays looks for them first (in this batch too);
+            # otherwise the claim below finds the duplicates.
             replay = self.trust.require_signatures and bool(message_id)
-            if self._refused(conn, delivery, item, replay and self._seen(conn, message_id)):
+            seen = replay and (message_id in in_batch or self._seen(conn, message_id))
+            if self._refused(conn, delivery, item, seen):
                 continue
+            in_batch.add(message_id)
             accepted.append((delivery, item, message_id))
         fresh = self._claim_ids(conn, [message_id for _, _, message_id in accepted if message_id])
+        todo = []
         for delivery, item, message_id in accepted:
             if message_id:
                 if message_id not in fresh:
                     self.counters["duplicates"] += 1
                     continue
                 fresh.discard(message_id)  # the same message twice in one batch
+            todo.append((delivery, item, message_id))
+        prefetch = getattr(self.role, "prefetch", None)
+        if prefetch is not None and len(todo) > 1:
+            incoming = [Incoming(o, d.reply_to, d.routing_key) for d, o, _ in todo]
+            prefetch(self._new_tx(conn, batch), incoming)
+        for delivery, item, message_id in todo:
             try:
                 self._apply(self._new_tx(conn, batch), delivery, item, message_id)
             except DBAPIError:
@@ -512,7 +526,9 @@ class Node:
 
     def _refused(self, conn: Connection, delivery: Delivery, opened: Opened, seen: bool) -> bool:
         """Dead-letter a message the trust policy refuses; True when it did."""
-        refusal = self.trust.refusal(opened, time.time(), seen and self.trust.require_signatures)
+        refusal = self.trust.refusal(
+            opened, time.time(), seen and self.trust.require_signatures, delivery.reply_to
+        )
         if refusal:
             # Not remembered in the inbox: a refused message changed nothing.
             self._dead_letter(conn, delivery, opened.type_name, refusal)

@@ -28,6 +28,7 @@ from caroni.protocol.routing import (
     manager_key,
     node_key_id,
     node_uuid_from_key_id,
+    node_uuid_from_routing_key,
     topic_matches,
 )
 
@@ -47,6 +48,7 @@ __all__ = [
     "new_message_id",
     "node_key_id",
     "node_uuid_from_key_id",
+    "node_uuid_from_routing_key",
     "open_envelope",
     "pb",
     "seal",

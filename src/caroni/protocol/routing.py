@@ -52,6 +52,22 @@ def client_key(node_uuid: uuid.UUID) -> str:
     return f"wf.client.{node_key_id(node_uuid)}"
 
 
+_NODE_KEY_PREFIXES = ("wf.agent.", "wf.manager.", "wf.client.")
+
+
+def node_uuid_from_routing_key(routing_key: str) -> uuid.UUID | None:
+    """The node a node's own routing key names (as :func:`agent_key`,
+    :func:`manager_key` and :func:`client_key` spell it); ``None`` for any other key,
+    including non-canonical spellings of a node id."""
+    for prefix in _NODE_KEY_PREFIXES:
+        if routing_key.startswith(prefix):
+            try:
+                return node_uuid_from_key_id(routing_key[len(prefix) :])
+            except ValueError:
+                return None
+    return None
+
+
 def _words(key: str) -> list[str]:
     # RabbitMQ treats the empty key as zero words, while "a." is ["a", ""].
     return key.split(".") if key else []

@@ -94,6 +94,9 @@ trusted_keys = Table(
     Column("name", String(255), primary_key=True),
     Column("key_id", String(128), nullable=False, unique=True),
     Column("added_at", Float, nullable=False),
+    # The node (uuid) this key speaks for, when bound: messages naming that node
+    # must be signed by this key, and this key may name no other node.
+    Column("node_uuid", String(36), nullable=True, unique=True, index=True),
 )
 
 # --- manager ------------------------------------------------------------------------

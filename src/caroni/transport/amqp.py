@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +88,8 @@ class AmqpSettings:
         reconnect_interval: seconds between reconnection attempts.
         ca_file, cert_file, key_file: TLS (with an ``amqps://`` URL): the CA to
             verify the broker with, and this node's client certificate and key.
+            They are loaded before connecting, so a bad file is named in the
+            error; with a plain ``amqp://`` URL they are refused, not ignored.
         password_file: read the password from this file instead of the URL, so it
             appears in no command line or environment listing.
     """
@@ -126,10 +129,45 @@ def mask_url(url: str | URL) -> str:
     return str(parsed)
 
 
-def _scrub(text: str, url: str) -> str:
+def _scrub(text: str, password: str | None) -> str:
     # Library error messages may quote the URL; never let the password through.
-    password = URL(url).password
     return text.replace(password, "******") if password else text
+
+
+def _check_tls(url: URL) -> None:
+    """Load the TLS files ``url`` asks for, so that a wrong path or a key that does
+    not fit fails here with a message naming the file (the TLS library says only
+    "No such file or directory" or "PEM lib"), and refuse TLS files with a plain
+    ``amqp://`` URL, which would otherwise connect without TLS."""
+    files = {option: url.query[option] for option in _TLS_OPTIONS if url.query.get(option)}
+    if url.scheme != "amqps":
+        if files:
+            given = ", ".join(f"{_TLS_OPTIONS[option]} ({option})" for option in files)
+            raise TransportError(
+                f"{given} given, but the URL is {url.scheme}://, which does not use TLS; "
+                "use amqps:// to connect with TLS"
+            )
+        return
+    cafile, certfile, keyfile = (files.get(o) for o in _TLS_OPTIONS)
+    try:
+        context = ssl.create_default_context(cafile=cafile)
+    except OSError as exc:  # ssl.SSLError is an OSError too
+        raise TransportError(f"cannot load ca_file {cafile!r}: {exc}") from exc
+    if keyfile and not certfile:
+        raise TransportError(f"key_file {keyfile!r} given without a cert_file")
+    if certfile:
+        try:
+            context.load_cert_chain(certfile, keyfile)
+        except OSError as exc:
+            raise TransportError(
+                f"cannot load the client certificate from cert_file {certfile!r} "
+                f"(key_file {keyfile!r}): {exc}; key_file must hold the private key of "
+                "that certificate (or cert_file both)"
+            ) from exc
+
+
+# URL query options aio-pika reads for TLS, and our AmqpSettings field for each.
+_TLS_OPTIONS = {"cafile": "ca_file", "certfile": "cert_file", "keyfile": "key_file"}
 
 
 class AmqpDelivery(Delivery):
@@ -256,6 +294,8 @@ class AmqpTransport(Transport):
 
     def __init__(self, settings: AmqpSettings | None = None) -> None:
         self._settings = settings if settings is not None else AmqpSettings()
+        # Scrubbed from error messages; replaced by the file's when there is one.
+        self._password = URL(self._settings.url).password
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
         self._exchange: AbstractRobustExchange | None = None
@@ -272,6 +312,7 @@ class AmqpTransport(Transport):
         url = URL(settings.url)
         if settings.password_file:
             url = url.with_password(Path(settings.password_file).read_text().strip())
+            self._password = url.password
         extra: dict[str, str] = {}
         for option, value in (
             ("cafile", settings.ca_file),
@@ -292,11 +333,11 @@ class AmqpTransport(Transport):
                 return
             settings = self._settings
             where = mask_url(settings.url)
+            url = self._connection_url()
+            _check_tls(url)
             try:
                 connection = await asyncio.wait_for(
-                    aio_pika.connect_robust(
-                        self._connection_url(), timeout=settings.connect_timeout
-                    ),
+                    aio_pika.connect_robust(url, timeout=settings.connect_timeout),
                     settings.connect_timeout + 1.0,
                 )
             except TimeoutError as exc:
@@ -305,7 +346,7 @@ class AmqpTransport(Transport):
                     f"no answer within {settings.connect_timeout}s"
                 ) from exc
             except Exception as exc:  # noqa: BLE001 - any connect failure, explained
-                message = _scrub(f"{type(exc).__name__}: {exc}", settings.url)
+                message = _scrub(f"{type(exc).__name__}: {exc}", self._password)
                 raise TransportError(
                     f"cannot connect to AMQP broker at {where}: {message}"
                 ) from exc
@@ -324,7 +365,7 @@ class AmqpTransport(Transport):
                 if isinstance(exc, Exception):
                     raise TransportError(
                         f"cannot declare exchange {settings.exchange!r} on {where}: "
-                        + _scrub(f"{type(exc).__name__}: {exc}", settings.url)
+                        + _scrub(f"{type(exc).__name__}: {exc}", self._password)
                     ) from exc
                 raise
             connection.close_callbacks.add(self._on_connection_lost)
@@ -354,7 +395,7 @@ class AmqpTransport(Transport):
             log.warning(
                 "lost connection to %s (%s); reconnecting",
                 mask_url(self._settings.url),
-                _scrub(repr(exc), self._settings.url),
+                _scrub(repr(exc), self._password),
             )
 
     def _on_reconnected(self, _sender: object) -> None:
@@ -422,7 +463,7 @@ class AmqpTransport(Transport):
                 raise TransportError(
                     f"broker did not confirm message to {message.routing_key!r} within "
                     f"{self._settings.publish_timeout}s (last error: "
-                    f"{_scrub(repr(last_error), self._settings.url)})"
+                    f"{_scrub(repr(last_error), self._password)})"
                 ) from last_error
             try:
                 async with asyncio.timeout(remaining):
