@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-from sqlalchemy.exc import DBAPIError
 
 from caroni.agent import handlers
 from caroni.agent.jobtypes import JobTypeSpec
@@ -41,6 +40,11 @@ class AgentRole:
         self._running: dict[str, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()  # claim ready jobs in a transaction of their own
         self._scheduler: asyncio.Task[None] | None = None
+        # Outcomes of finished jobs not yet recorded (all that came in are recorded
+        # in one transaction), and the task recording them.
+        self._outcomes: list[tuple[str, JobResult]] = []
+        self._outcomes_ready = asyncio.Event()
+        self._recorder: asyncio.Task[None] | None = None
 
     # --- life cycle -------------------------------------------------------------------
 
@@ -49,17 +53,17 @@ class AgentRole:
         self._node = node
         await node.transact(self._recover)
         self._scheduler = asyncio.create_task(self._schedule_loop())
+        self._recorder = asyncio.create_task(self._record_loop())
         self._wake.set()
 
     async def stop(self) -> None:
-        if self._scheduler is not None:
-            self._scheduler.cancel()
+        loops = [task for task in (self._scheduler, self._recorder) if task is not None]
+        for task in loops:
+            task.cancel()
         tasks = list(self._running.values())
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if self._scheduler is not None:
-            await asyncio.gather(self._scheduler, return_exceptions=True)
+        await asyncio.gather(*tasks, *loops, return_exceptions=True)
 
     def _recover(self, tx: Tx) -> None:
         self.catalogue = self.store.job_types(tx.conn)
@@ -94,11 +98,12 @@ class AgentRole:
         msg = incoming.message
         if kind == "JobFulfillmentRequest":
             tx.subject = uuid.UUID(bytes=msg.request_uuid).hex
+            load = self._load(tx)
             offer, send = handlers.on_request(
                 msg,
                 incoming.reply_to,
                 catalogue=self.catalogue,
-                load=self._load(tx),
+                load=load,
                 policy=self.policy,
                 node_uuid=tx.node_uuid,
                 now=tx.now,
@@ -106,8 +111,13 @@ class AgentRole:
             )
             if offer is not None:
                 self.store.add_offer(tx.conn, offer)
+                tx.shared["load"] = Load(load.running, load.reserved + 1)
             tx.send(send.to, send.message)
-        elif kind == "JobFulfillmentOfferAccept":
+            return
+        # Everything else may change what jobs and offers count for.
+        tx.shared.pop("load", None)
+        tx.shared.pop("running", None)
+        if kind == "JobFulfillmentOfferAccept":
             self._accept(tx, incoming)
         elif kind == "JobFulfillmentOfferReject":
             tx.subject = uuid.UUID(bytes=msg.request_uuid).hex
@@ -167,12 +177,16 @@ class AgentRole:
         return job
 
     def _load(self, tx: Tx) -> Load:
-        counts = self.store.count_live(tx.conn)
-        reserved = sum(counts.get(str(s), 0) for s in (JobStatus.PENDING, JobStatus.QUEUED))
-        return Load(
-            running=counts.get(str(JobStatus.RUNNING), 0),
-            reserved=reserved + self.store.open_offers(tx.conn),
-        )
+        """How busy this agent is; counted once per transaction (a batch of requests)."""
+        load: Load | None = tx.shared.get("load")
+        if load is None:
+            counts = self.store.count_live(tx.conn)
+            reserved = sum(counts.get(str(s), 0) for s in (JobStatus.PENDING, JobStatus.QUEUED))
+            load = tx.shared["load"] = Load(
+                running=counts.get(str(JobStatus.RUNNING), 0),
+                reserved=reserved + self.store.open_offers(tx.conn),
+            )
+        return load
 
     def tick(self, tx: Tx) -> float | None:
         self.store.expire_offers(tx.conn, tx.now)
@@ -187,7 +201,11 @@ class AgentRole:
 
     def _claim(self, tx: Tx) -> None:
         """Claim the jobs ready longest, as many as there are free slots."""
-        free = self.policy.slots - self.store.count_running(tx.conn)
+        running: int | None = tx.shared.get("running")
+        if running is None:
+            running = self.store.count_running(tx.conn)
+        tx.shared["running"] = running
+        free = self.policy.slots - running
         if free <= 0:
             return
         tx.flush()  # what this transaction noted so far stays under its own subject
@@ -204,6 +222,7 @@ class AgentRole:
             self.store.save_job(tx.conn, job)
             tx.subject = job.job_uuid
             tx.flush()
+        tx.shared["running"] = running + len(claimed)
         if claimed:
             tx.after_commit(lambda: self._start(claimed))
 
@@ -239,25 +258,41 @@ class AgentRole:
             self._running.pop(job.job_uuid, None)
             raise
         log.info("job %s (%s) %s", job.job_uuid, spec.name, "ok" if result.ok else result.reason)
-        backoff = 0.5
-        while True:
-            try:
-                await self._node.transact(lambda tx: self._finish(tx, job.job_uuid, result))
-                break
-            except DBAPIError as exc:
-                # The outcome must be recorded (and the slot freed): keep trying.
-                log.warning("recording job %s failed, retrying: %s", job.job_uuid, exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
-        self._running.pop(job.job_uuid, None)
+        self._outcomes.append((job.job_uuid, result))
+        self._outcomes_ready.set()
 
-    def _finish(self, tx: Tx, job_uuid: str, result: JobResult) -> None:
-        job = self.store.job(tx.conn, job_uuid)
-        if job is None:
-            return
-        tx.subject = job_uuid
-        tx.send_all(handlers.job_finished(job, result, tx.now))
-        self.store.save_job(tx.conn, job)
+    async def _record_loop(self) -> None:
+        """Record finished jobs' outcomes (and claim the next jobs) in one transaction
+        for all the outcomes that have come in; a job's slot counts as taken until then."""
+        assert self._node is not None
+        while True:
+            await self._outcomes_ready.wait()
+            self._outcomes_ready.clear()
+            outcomes, self._outcomes = self._outcomes, []
+            backoff = 0.5
+            while True:
+                try:
+                    await self._node.transact(functools.partial(self._finish, outcomes=outcomes))
+                    break
+                except Exception as exc:
+                    # The outcomes must be recorded (and the slots freed): keep trying.
+                    log.warning(
+                        "recording %d job outcomes failed, retrying: %s", len(outcomes), exc
+                    )
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 10.0)
+            for job_uuid, _ in outcomes:
+                self._running.pop(job_uuid, None)
+
+    def _finish(self, tx: Tx, outcomes: list[tuple[str, JobResult]]) -> None:
+        for job_uuid, result in outcomes:
+            job = self.store.job(tx.conn, job_uuid)
+            if job is None:
+                continue
+            tx.subject = job_uuid
+            tx.send_all(handlers.job_finished(job, result, tx.now))
+            self.store.save_job(tx.conn, job)
+            tx.flush()
         self._claim(tx)
 
     def _cancel(self, job_uuid: str) -> None:
