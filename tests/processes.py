@@ -26,6 +26,7 @@ class NodeProcess:
         self.lines: list[str] = []
         self._queue: queue.Queue[str] = queue.Queue()
         self.proc: subprocess.Popen[str] | None = None
+        self._pump_thread: threading.Thread | None = None
 
     def start(self) -> NodeProcess:
         self.lines.clear()
@@ -37,7 +38,8 @@ class NodeProcess:
             stderr=subprocess.STDOUT,
             text=True,
         )
-        threading.Thread(target=self._pump, args=(self.proc,), daemon=True).start()
+        self._pump_thread = threading.Thread(target=self._pump, args=(self.proc,), daemon=True)
+        self._pump_thread.start()
         return self
 
     def _pump(self, proc: subprocess.Popen[str]) -> None:
@@ -79,12 +81,19 @@ class NodeProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self._read_to_the_end()
         return self.proc.returncode
 
     def kill(self) -> None:
         assert self.proc is not None
         self.proc.kill()
         self.proc.wait()
+        self._read_to_the_end()
+
+    def _read_to_the_end(self) -> None:
+        """Once the process has ended: wait until ``lines`` holds all its output."""
+        if self._pump_thread is not None:
+            self._pump_thread.join(timeout=10)
 
 
 def run_caroni(

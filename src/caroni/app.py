@@ -103,6 +103,9 @@ class _NodeService:
             self.site = None
         await self.node.stop()
         self.engine.dispose()
+        # What this process did: with replicas sharing a database, each says its part.
+        done = ", ".join(f"{name} {count}" for name, count in self.node.counters.items())
+        log.info("%s %s stopped: %s", self.role.name, self.node_uuid, done)
 
 
 class ManagerNode(_NodeService):

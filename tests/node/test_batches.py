@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 from sqlalchemy import Engine, func, insert, select
 
 from caroni.errors import SetAside
+from caroni.node import runtime
 from caroni.node.runtime import Incoming, Node, Tx
 from caroni.protocol import new_message_id, open_envelope, pb, seal
 from caroni.store import create_db_engine, migrate
@@ -168,4 +170,36 @@ async def test_rows_a_previous_run_left_in_the_outbox_are_published_at_start(
         lambda: _count(engine, select(func.count()).select_from(outbox)) == 0,
         "published rows deleted",
     )
+    await peer.close()
+
+
+async def test_rows_another_process_left_behind_are_published_while_running(
+    node: Node, transport: MemoryTransport, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replica sharing the database died after committing, before publishing:
+    a running node publishes such stale rows (and leaves fresh ones to their writer)."""
+    monkeypatch.setattr(runtime, "STALE_OUTBOX_INTERVAL", 0.1)
+    peer = await transport.consume("peer-queue", [PEER])
+    await node.start()
+    now = time.time()
+    stale, fresh = new_message_id(), new_message_id()
+    with engine.begin() as conn:
+        for message_id, created_at in ((fresh, now), (stale, now - 2 * runtime.STALE_OUTBOX_AGE)):
+            body = seal(pb.JobStatusRequest(job_uuid=uuid.uuid4().bytes), message_id=message_id)
+            conn.execute(
+                insert(outbox).values(
+                    routing_key=PEER,
+                    body=body,
+                    reply_to=KEY,
+                    message_id=message_id,
+                    created_at=created_at,
+                )
+            )
+    async for delivery in peer:
+        assert open_envelope(delivery.body).message_id == stale
+        await delivery.ack()
+        break
+    with engine.connect() as conn:
+        left = list(conn.execute(select(outbox.c.message_id)).scalars())
+    assert fresh in left, "a fresh row is its writer's to publish"
     await peer.close()

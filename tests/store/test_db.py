@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -28,6 +30,50 @@ def test_migrations_create_exactly_the_tables_the_code_uses(db_url: str) -> None
         differences = compare_metadata(MigrationContext.configure(conn), metadata)
     assert differences == []
     assert set(metadata.tables) <= set(inspect(engine).get_table_names())
+    engine.dispose()
+
+
+MIGRATE_WHEN_TOLD = """
+import sys
+from caroni.store import create_db_engine, migrate, node_uuid
+engine = create_db_engine(sys.argv[1])
+print("ready", flush=True)
+sys.stdin.readline()
+migrate(engine)
+print(node_uuid(engine, "manager"))
+"""
+
+
+@pytest.mark.postgres
+def test_replicas_starting_at_once_on_an_empty_database_migrate_it_once(
+    postgres_url: str,
+) -> None:
+    """Two processes sharing one new database migrate it at the same moment: both
+    succeed (one waits for the other) and find the same identity."""
+    replicas = [
+        subprocess.Popen(
+            [sys.executable, "-c", MIGRATE_WHEN_TOLD, postgres_url],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    for replica in replicas:  # both have imported everything and connected
+        assert replica.stdout is not None
+        assert replica.stdout.readline() == "ready\n"
+    for replica in replicas:
+        assert replica.stdin is not None
+        replica.stdin.write("go\n")
+        replica.stdin.flush()
+    results = [replica.communicate(timeout=60) for replica in replicas]
+    assert [replica.returncode for replica in replicas] == [0, 0], [err for _, err in results]
+    identities = {out.strip() for out, _ in results}
+    assert len(identities) == 1
+    engine = create_db_engine(postgres_url)
+    with engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), metadata) == []
     engine.dispose()
 
 

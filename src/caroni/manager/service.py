@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from caroni.errors import SetAside
@@ -178,15 +178,30 @@ class ManagerRole:
         for loaded in opened.values():
             if key in loaded.keys:
                 return loaded
-        found = self.store.load_by_key(tx.conn, key)
-        if found is None:
-            return None
-        # Read already under another key of this transaction: the copy read first counts.
-        return opened.setdefault(found.workflow.id, found)
+        self._read_by_keys(tx, [key])
+        for loaded in opened.values():
+            if key in loaded.keys:
+                return loaded
+        return None
+
+    def prefetch(self, tx: Tx, incoming: Sequence[Incoming]) -> None:
+        """Read the workflows a batch of messages concern in one statement."""
+        keys = []
+        for item in incoming:
+            routed = self._routed.get(item.type_name)
+            if routed is not None:
+                keys.append(uuid.UUID(bytes=getattr(item.message, routed[0])).hex)
+        if keys:
+            self._read_by_keys(tx, keys)
+
+    def _read_by_keys(self, tx: Tx, keys: Collection[str]) -> None:
+        opened = self._opened(tx)
+        for found in self.store.load_by_keys(tx.conn, keys):
+            # Read already in this transaction: the copy read first counts.
+            opened.setdefault(found.workflow.id, found)
 
     def _save_opened(self, tx: Tx) -> None:
-        for loaded in self._opened(tx).values():
-            self.store.save(tx.conn, loaded)
+        self.store.save(tx.conn, self._opened(tx).values())
 
 
 def _log_state(workflow: Workflow, cause: str) -> None:

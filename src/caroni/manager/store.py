@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Select, func, insert, select, update
+from sqlalchemy import Connection, Select, bindparam, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from caroni.errors import CaroniError
 from caroni.manager.handlers import DEFAULT_TIMINGS, Timings, next_wake
@@ -33,117 +36,154 @@ class WorkflowStore:
 
     def __init__(self, timings: Timings = DEFAULT_TIMINGS) -> None:
         self.timings = timings
-        self._template_cache: dict[str, tuple[float, Template]] = {}
+        self._template_cache: dict[str, tuple[int, Template]] = {}
 
     # --- workflows --------------------------------------------------------------------
 
     def load(self, conn: Connection, workflow_id: str) -> Loaded | None:
         query = select(workflows.c.doc, workflows.c.version).where(workflows.c.id == workflow_id)
-        return self._read(conn, query)
+        found = self._read(conn, query)
+        return found[0] if found else None
 
-    def load_by_key(self, conn: Connection, key: str) -> Loaded | None:
-        """The workflow that a request, offer or job uuid (hex) belongs to."""
+    def load_by_keys(self, conn: Connection, keys: Collection[str]) -> list[Loaded]:
+        """The workflows that these request, offer or job uuids (hex) belong to."""
         query = (
             select(workflows.c.doc, workflows.c.version)
-            .join(workflow_routes, workflow_routes.c.workflow_id == workflows.c.id)
-            .where(workflow_routes.c.key == key)
+            .where(
+                workflows.c.id.in_(
+                    select(workflow_routes.c.workflow_id).where(workflow_routes.c.key.in_(keys))
+                )
+            )
+            .order_by(workflows.c.id)  # replicas lock rows in one order: no deadlock
         )
         return self._read(conn, query)
 
-    def _read(self, conn: Connection, query: Select[Any]) -> Loaded | None:
+    def _read(self, conn: Connection, query: Select[Any]) -> list[Loaded]:
         if conn.dialect.name == "postgresql":
             # Replicas sharing the database take turns with a workflow.
-            query = query.with_for_update(of=workflows)
-        row = conn.execute(query).first()
-        if row is None:
-            return None
-        workflow = Workflow.model_validate_json(row.doc)
-        return Loaded(workflow, row.version, workflow.route_keys(), row.doc)
+            query = query.with_for_update()
+        loaded = []
+        for row in conn.execute(query):
+            workflow = Workflow.model_validate_json(row.doc)
+            loaded.append(Loaded(workflow, row.version, workflow.route_keys(), row.doc))
+        return loaded
 
-    def save(self, conn: Connection, loaded: Loaded) -> None:
-        """Write the workflow back (nothing when it is unchanged since it was read)."""
-        workflow = loaded.workflow
-        doc = workflow.model_dump_json()
-        if loaded.version and doc == loaded.doc:
-            return
-        values = {
-            "name": workflow.name,
-            "template_name": workflow.template_name,
-            "state": str(workflow.state),
-            "reason": workflow.reason,
-            "updated_at": workflow.updated_at,
-            "wake_at": next_wake(workflow, self.timings),
-            "doc": doc,
-        }
-        if loaded.version == 0:
-            conn.execute(
-                insert(workflows).values(
-                    id=workflow.id, created_at=workflow.created_at, version=1, **values
+    def save(self, conn: Connection, loaded: Iterable[Loaded]) -> None:
+        """Write workflows back, a few statements for all of them; unchanged ones (as
+        read) are left alone."""
+        inserts, updates, routes = [], [], []
+        changed = []
+        for item in loaded:
+            workflow = item.workflow
+            doc = workflow.model_dump_json()
+            if item.version and doc == item.doc:
+                continue
+            values = {
+                "name": workflow.name,
+                "template_name": workflow.template_name,
+                "state": str(workflow.state),
+                "reason": workflow.reason,
+                "updated_at": workflow.updated_at,
+                "wake_at": next_wake(workflow, self.timings),
+                "doc": doc,
+            }
+            if item.version == 0:
+                inserts.append(
+                    {"id": workflow.id, "created_at": workflow.created_at, "version": 1, **values}
                 )
+            else:
+                updates.append(
+                    {"b_id": workflow.id, "b_version": item.version, "version": item.version + 1}
+                    | values
+                )
+            keys = workflow.route_keys()
+            routes += [{"key": k, "workflow_id": workflow.id} for k in sorted(keys - item.keys)]
+            changed.append((item, doc, keys))
+        if inserts:
+            conn.execute(insert(workflows), inserts)
+        if updates:
+            statement = update(workflows).where(
+                workflows.c.id == bindparam("b_id"), workflows.c.version == bindparam("b_version")
             )
-            loaded.version = 1
-        else:
-            result = conn.execute(
-                update(workflows)
-                .where(workflows.c.id == workflow.id, workflows.c.version == loaded.version)
-                .values(version=loaded.version + 1, **values)
-            )
-            if result.rowcount != 1:
-                raise ConcurrentUpdate(f"workflow {workflow.id} changed under us")
-            loaded.version += 1
-        new_keys = workflow.route_keys() - loaded.keys
-        if new_keys:
-            conn.execute(
-                insert(workflow_routes),
-                [{"key": key, "workflow_id": workflow.id} for key in sorted(new_keys)],
-            )
-            loaded.keys |= new_keys
-        loaded.doc = doc
+            result = conn.execute(statement, updates)
+            if result.rowcount != len(updates):
+                raise ConcurrentUpdate("a workflow changed under us (another process wrote it)")
+        if routes:
+            conn.execute(insert(workflow_routes), routes)
+        for item, doc, keys in changed:
+            item.version += 1
+            item.doc = doc
+            item.keys = keys
 
     def due(self, conn: Connection, now: float, limit: int = 200) -> list[str]:
-        """Ids of workflows whose timers are due."""
+        """Ids of workflows whose timers are due.
+
+        On PostgreSQL they are locked for this transaction, skipping those another
+        transaction holds: replicas sharing the database never fire one workflow's
+        timers twice (a row is locked, then its ``wake_at`` checked again), and a tick
+        never waits for a lock while holding others, so it cannot deadlock with a
+        batch of messages. A workflow skipped here is due again at the next tick.
+        """
         query = (
             select(workflows.c.id)
             .where(workflows.c.wake_at.is_not(None), workflows.c.wake_at <= now)
             .order_by(workflows.c.wake_at)
             .limit(limit)
         )
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)
         return list(conn.execute(query).scalars())
 
     def next_wake(self, conn: Connection) -> float | None:
-        return conn.execute(select(func.min(workflows.c.wake_at))).scalar_one_or_none()
+        """When the earliest timer is due, leaving out (on PostgreSQL) the workflows
+        another transaction holds: the replica holding one deals with it, and should it
+        still be due afterwards, a later tick (a second at most) finds it. Counted, it
+        would make this replica's tick loop run again and again while it is held."""
+        if conn.dialect.name != "postgresql":
+            return conn.execute(select(func.min(workflows.c.wake_at))).scalar_one_or_none()
+        query = (
+            select(workflows.c.wake_at)
+            .where(workflows.c.wake_at.is_not(None))
+            .order_by(workflows.c.wake_at)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+        )
+        return conn.execute(query).scalar_one_or_none()
 
     # --- templates --------------------------------------------------------------------
 
     def put_template(self, conn: Connection, template: Template, now: float) -> None:
-        """Add or replace a template (running workflows keep the copy they started with)."""
-        existing = conn.execute(
-            select(templates.c.version).where(templates.c.name == template.name)
-        ).scalar_one_or_none()
+        """Add or replace a template (running workflows keep the copy they started with).
+
+        One statement that inserts or bumps the version, so that replicas sharing the
+        database may add the same template at once (they do on every start).
+        """
         values = {"text": template.text, "parsed": template.to_json(), "updated_at": now}
-        if existing is None:
-            conn.execute(insert(templates).values(name=template.name, version=1, **values))
-        else:
-            conn.execute(
-                update(templates)
-                .where(templates.c.name == template.name)
-                .values(version=existing + 1, **values)
+        upsert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+        conn.execute(
+            upsert(templates)
+            .values(name=template.name, version=1, **values)
+            .on_conflict_do_update(
+                index_elements=[templates.c.name],
+                set_={"version": templates.c.version + 1, **values},
             )
+        )
 
     def get_template(self, conn: Connection, name: str) -> Template | None:
-        updated_at = conn.execute(
-            select(templates.c.updated_at).where(templates.c.name == name)
+        # Cached by version: every change (by any replica) bumps it.
+        version = conn.execute(
+            select(templates.c.version).where(templates.c.name == name)
         ).scalar_one_or_none()
-        if updated_at is None:
+        if version is None:
             return None
         cached = self._template_cache.get(name)
-        if cached is not None and cached[0] == updated_at:
+        if cached is not None and cached[0] == version:
             return cached[1]
         parsed = conn.execute(
             select(templates.c.parsed).where(templates.c.name == name)
         ).scalar_one()
         template = Template.from_json(parsed)
-        self._template_cache[name] = (updated_at, template)
+        self._template_cache[name] = (version, template)
         return template
 
     def template_names(self, conn: Connection) -> list[str]:

@@ -55,6 +55,11 @@ T = TypeVar("T")
 
 BATCH_SIZE = 64
 OUTBOX_CHUNK = 500
+# A process publishes what it committed itself. Rows older than this are left by a
+# process that died before publishing them (a replica sharing the database):
+# any replica publishes them, looking this often.
+STALE_OUTBOX_AGE = 30.0
+STALE_OUTBOX_INTERVAL = 10.0
 MAX_TICK_INTERVAL = 1.0
 # Timers act on silence ("no offer for 2 s", "the agent has said nothing for 30 s").
 # While deliveries wait in the node's own queue it has not heard everything yet:
@@ -285,6 +290,7 @@ class Node:
         self._unpublished: list[tuple[int, OutgoingMessage]] = []
         self._published_ids: list[int] = []
         self._published_lock = threading.Lock()
+        self._sweep_before: float | None = None  # publish older rows from the table first
         self._consumer: Consumer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -295,7 +301,10 @@ class Node:
         self._consumer = await self.transport.consume(
             self.queue_name, self.role.bindings(self.own_key), prefetch=self.prefetch
         )
-        self._outbox_wakeup.set()  # publish whatever a previous run left behind
+        # Publish what a previous run left behind; what is committed from now on is
+        # handed over in memory.
+        self._sweep_before = time.time()
+        self._outbox_wakeup.set()
         for coro in (
             self._receive_loop(),
             self._handle_loop(),
@@ -512,10 +521,8 @@ class Node:
             .returning(inbox.c.message_id)
         )
         now = time.time()
-        rows = [
-            {"message_id": message_id, "received_at": now}
-            for message_id in dict.fromkeys(message_ids)
-        ]
+        # Sorted: replicas claiming the same ids lock them in one order.
+        rows = [{"message_id": id_, "received_at": now} for id_ in sorted(set(message_ids))]
         return set(conn.execute(statement, rows).scalars())
 
     def _apply(self, tx: Tx, delivery: Delivery, opened: Opened, message_id: str) -> None:
@@ -629,14 +636,18 @@ class Node:
         outbox table instead (``_sweep``), which holds everything not yet confirmed.
         """
         backoff = 0.1
-        sweep = True  # a previous run may have left rows behind
+        swept_stale_at = time.monotonic()
         while True:
-            await self._outbox_wakeup.wait()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._outbox_wakeup.wait(), STALE_OUTBOX_INTERVAL)
             self._outbox_wakeup.clear()
             try:
-                if sweep:
-                    await self._sweep()
-                    sweep = False
+                if self._sweep_before is not None:
+                    await self._sweep(older_than=self._sweep_before)
+                    self._sweep_before = None
+                elif time.monotonic() - swept_stale_at >= STALE_OUTBOX_INTERVAL:
+                    await self._sweep(older_than=time.time() - STALE_OUTBOX_AGE)
+                    swept_stale_at = time.monotonic()
                 while self._unpublished:
                     rows, self._unpublished = self._unpublished, []
                     await self.transport.publish_many([message for _, message in rows])
@@ -647,17 +658,18 @@ class Node:
             except Exception as exc:
                 # Broker or database trouble: the rows stay in the outbox; try again.
                 log.warning("publishing the outbox failed, retrying in %.1fs: %s", backoff, exc)
-                sweep = True
+                self._sweep_before = time.time()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
                 self._outbox_wakeup.set()
 
-    async def _sweep(self) -> None:
-        """Publish every row in the outbox table, oldest first."""
+    async def _sweep(self, older_than: float) -> None:
+        """Publish the rows in the outbox table created before ``older_than``, oldest
+        first."""
         swept: set[int] = set()
         after = 0
         while True:
-            rows = await self.db(self._read_outbox, after)
+            rows = await self.db(self._read_outbox, after, older_than)
             if not rows:
                 break
             await self.transport.publish_many(
@@ -676,11 +688,14 @@ class Node:
             self._published_ids.extend(ids)
         self.counters["published"] += len(ids)
 
-    def _read_outbox(self, after: int) -> list[Any]:
+    def _read_outbox(self, after: int, older_than: float) -> list[Any]:
+        query = (
+            select(outbox)
+            .where(outbox.c.id > after, outbox.c.created_at < older_than)
+            .order_by(outbox.c.id)
+            .limit(OUTBOX_CHUNK)
+        )
         with self.engine.connect() as conn:
-            query = (
-                select(outbox).where(outbox.c.id > after).order_by(outbox.c.id).limit(OUTBOX_CHUNK)
-            )
             return list(conn.execute(query).all())
 
     # --- timers ---------------------------------------------------------------------

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy import Engine, create_engine, event, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
@@ -24,6 +24,10 @@ from caroni.store.tables import node_identity
 log = logging.getLogger("caroni.store")
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+# PostgreSQL advisory lock key held while migrating: replicas of one node that share
+# a database take turns (any constant will do, as long as every version uses it).
+MIGRATION_LOCK = 0x43_61_72_6F_6E_69  # "Caroni"
 
 
 def normalize_url(url: str) -> str:
@@ -64,10 +68,20 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
 
 
 def migrate(engine: Engine) -> None:
-    """Bring the schema up to date (idempotent; safe to run on every start)."""
+    """Bring the schema up to date (idempotent; safe to run on every start).
+
+    Safe too when several processes sharing one database start at once: on
+    PostgreSQL the first takes an advisory lock for its migration transaction and
+    the others wait for it, then find the schema up to date (two concurrent
+    ``CREATE TABLE`` would otherwise make one of them fail). On SQLite every
+    transaction takes the write lock as it begins, which serializes them already.
+    """
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # Released when this transaction ends, so a crash cannot leave it held.
+            connection.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK)))
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
 
