@@ -19,7 +19,7 @@ from caroni.agent.jobtypes import JobTypeSpec, load_job_types
 from caroni.agent.model import Policy
 from caroni.agent.service import AgentRole
 from caroni.manager.handlers import DEFAULT_TIMINGS, Timings
-from caroni.manager.service import ManagerRole
+from caroni.manager.service import DEFAULT_MAX_RUNNING, ManagerRole
 from caroni.manager.templates import Template, load_template_file
 from caroni.node.runtime import Node, Role, Tx
 from caroni.protocol import agent_key, manager_key, node_key_id
@@ -123,10 +123,13 @@ class ManagerNode(_NodeService):
         http: str | None = None,
         trust: TrustSettings | None = None,
         timings: Timings = DEFAULT_TIMINGS,
+        max_running: int = DEFAULT_MAX_RUNNING,
     ) -> None:
         super().__init__(transport, db_url, http, trust)
         self.name = name  # shown on its web site; peers never see it
-        self.role = ManagerRole(default_max_attempts=max_attempts, timings=timings)
+        self.role = ManagerRole(
+            default_max_attempts=max_attempts, timings=timings, max_running=max_running
+        )
 
     async def start(self) -> None:
         self._open(self.role, manager_key)

@@ -148,6 +148,12 @@ def manager(
     ] = None,
     demo_content: Annotated[bool, typer.Option(help="Add the demo templates.")] = False,
     max_attempts: Annotated[int, typer.Option(min=1, help="Attempts per step.")] = 5,
+    max_running: Annotated[
+        int,
+        typer.Option(
+            min=0, help="Workflows running at once; later ones wait their turn (0: no limit)."
+        ),
+    ] = 300,
     name: Annotated[str, typer.Option(help="Name shown on the web site.")] = "manager",
     http: ManagerHttp = "127.0.0.1:8000",
     offer_window: Annotated[
@@ -201,6 +207,7 @@ def manager(
             http=http,
             trust=trust,
             timings=timings,
+            max_running=max_running,
         )
     except CaroniError as exc:
         raise _fail(str(exc)) from exc

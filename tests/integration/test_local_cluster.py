@@ -16,6 +16,7 @@ from caroni.manager.templates import parse_template
 from caroni.protocol import new_message_id, pb, seal
 from caroni.store.summary import summarize
 from caroni.store.tables import dead_letters, workflows
+from tests.waiting import eventually
 
 WAIT = 120.0  # generous: only reached when something is wrong
 
@@ -199,3 +200,28 @@ async def test_an_edited_job_type_applies_to_the_next_job(tmp_path: Path) -> Non
             )
     assert [o.value for o in first.outputs] == ["prependA append"]
     assert [o.value for o in second.outputs] == ["prependA edited"]
+
+
+async def test_a_manager_runs_a_limited_number_of_workflows_the_rest_wait_their_turn(
+    tmp_path: Path,
+) -> None:
+    async with LocalCluster(tmp_path, agents=0) as cluster:
+        cluster.manager.role.max_running = 2
+        await load_demo_content(cluster)
+        async with cluster.client() as client:
+            # No agent: the first two keep requesting, the other two must wait.
+            ids = [await client.submit("test_simple", {"start_message": f"m{n}"}) for n in range(4)]
+
+            async def states_are(first: set[str], rest: list[str]) -> bool:
+                got = [(await client.status(workflow_id)).state for workflow_id in ids]
+                return set(got[:2]) <= first and got[2:] == rest
+
+            running = {"running", "stalled"}
+            await eventually(lambda: states_are(running, ["created", "created"]), "two running")
+            assert "waiting for its turn" in (await client.status(ids[3])).reason
+            await client.cancel(ids[0], "make room")
+            # The one waiting longest takes the place; the last one still waits.
+            await eventually(
+                lambda: states_are(running | {"cancelled"}, ["running", "created"]),
+                "the oldest waiting one started",
+            )

@@ -98,8 +98,10 @@ def create_workflow(
     submitter: str,
     max_attempts: int,
     now: float,
+    start: bool = True,
 ) -> tuple[Workflow, list[Send]]:
-    """A new workflow with every step requested; or a failed one saying why it was refused."""
+    """A new workflow with every step requested (or, unless ``start``, waiting for its
+    turn); or a failed one saying why it was refused."""
     workflow = Workflow(
         id=workflow_id,
         name=name,
@@ -132,10 +134,21 @@ def create_workflow(
     for flow in workflow.dataflows:
         if flow.source in workflow.inputs:
             flow.value = workflow.inputs[flow.source]
+    if not start:
+        workflow.reason = "waiting for its turn (the manager runs a limited number at once)"
+        return workflow, []
+    return workflow, start_workflow(workflow, now)
+
+
+def start_workflow(workflow: Workflow, now: float) -> list[Send]:
+    """Request every step of a created workflow."""
+    if workflow.state != WorkflowState.CREATED:
+        return []
     workflow.state = WorkflowState.RUNNING
+    workflow.reason = ""
+    workflow.updated_at = now
     sends = [_request(workflow, step, now) for step in workflow.steps.values()]
-    sends += _record_outputs(workflow, now)
-    return workflow, sends
+    return sends + _record_outputs(workflow, now)
 
 
 def _request(workflow: Workflow, step: Step, now: float) -> Send:

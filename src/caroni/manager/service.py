@@ -20,6 +20,8 @@ log = logging.getLogger("caroni.manager")
 
 JobHandler = Callable[[Workflow, Any, str, float], list[Send]]
 
+DEFAULT_MAX_RUNNING = 300
+
 
 class ManagerRole:
     """Owns workflows: expands templates into steps and drives them to the end."""
@@ -30,10 +32,15 @@ class ManagerRole:
         self,
         default_max_attempts: int = handlers.DEFAULT_MAX_ATTEMPTS,
         timings: handlers.Timings = handlers.DEFAULT_TIMINGS,
+        max_running: int = DEFAULT_MAX_RUNNING,
     ) -> None:
         self.store = WorkflowStore(timings)
         self.timings = timings
         self.default_max_attempts = default_max_attempts
+        # Workflows requesting and running steps at once (0: no limit); the others
+        # wait their turn, oldest first. Thousands of workflows negotiating at once
+        # only fill agents with reservations for steps that cannot run yet.
+        self.max_running = max_running
         # Which uuid field of each message finds its workflow, and the handler to apply.
         self._routed: dict[str, tuple[str, JobHandler]] = {
             "JobFulfillmentOffer": (
@@ -100,6 +107,7 @@ class ManagerRole:
                 duplicated.append(item.key)
             inputs[item.key] = item.value
         template = self.store.get_template(tx.conn, msg.template_name)
+        start = not self.max_running or self._running(tx) < self.max_running
         workflow, sends = handlers.create_workflow(
             template,
             workflow_id=workflow_id,
@@ -109,6 +117,7 @@ class ManagerRole:
             submitter=submitter,
             max_attempts=msg.max_attempts or self.default_max_attempts,
             now=tx.now,
+            start=start,
         )
         if duplicated and not workflow.state.finished:
             sends = handlers.finish(
@@ -118,6 +127,8 @@ class ManagerRole:
                 tx.now,
             )
         self._opened(tx)[workflow.id] = Loaded(workflow)
+        if workflow.state == handlers.WorkflowState.RUNNING:
+            tx.shared["running"] = self._running(tx) + 1
         tx.subject = workflow.id
         tx.send_all(sends)
         _log_state(workflow, "WorkFlowCreate")
@@ -148,6 +159,8 @@ class ManagerRole:
             tx.send_all(handlers.on_tick(loaded.workflow, tx.now, self.timings))
             tx.flush()  # each workflow's messages logged under its own id
         self._save_opened(tx)  # so that the next wake below counts these workflows' timers
+        if self.max_running:
+            self._admit(tx)  # should room have come some other way (a replica, a restart)
         return self.store.next_wake(tx.conn)
 
     def _find(self, tx: Tx, raw: bytes) -> Loaded | None:
@@ -201,7 +214,34 @@ class ManagerRole:
             opened.setdefault(found.workflow.id, found)
 
     def _save_opened(self, tx: Tx) -> None:
-        self.store.save(tx.conn, self._opened(tx).values())
+        opened = self._opened(tx)
+        ended = any(
+            loaded.workflow.state.finished and not loaded.finished for loaded in opened.values()
+        )
+        self.store.save(tx.conn, opened.values())
+        if self.max_running and ended:
+            self._admit(tx)
+
+    def _running(self, tx: Tx) -> int:
+        """Workflows requesting or running steps (counted once per transaction)."""
+        running: int | None = tx.shared.get("running")
+        if running is None:
+            running = tx.shared["running"] = self.store.count_running(tx.conn)
+        return running
+
+    def _admit(self, tx: Tx) -> None:
+        """Start the workflows waiting longest, as many as there is room for."""
+        tx.shared.pop("running", None)  # what this transaction ended is written now
+        room = self.max_running - self._running(tx)
+        if room <= 0:
+            return
+        tx.flush()  # what was noted so far stays under its own subject
+        started = self.store.waiting(tx.conn, room)
+        for loaded in started:
+            tx.subject = loaded.workflow.id
+            tx.send_all(handlers.start_workflow(loaded.workflow, tx.now))
+            tx.flush()
+        self.store.save(tx.conn, started)
 
 
 def _log_state(workflow: Workflow, cause: str) -> None:

@@ -12,7 +12,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from caroni.errors import CaroniError
 from caroni.manager.handlers import DEFAULT_TIMINGS, Timings, next_wake
-from caroni.manager.model import Workflow
+from caroni.manager.model import Workflow, WorkflowState
 from caroni.manager.templates import Template
 from caroni.store.tables import templates, workflow_routes, workflows
 
@@ -29,6 +29,7 @@ class Loaded:
     version: int = 0  # 0: not stored yet
     keys: set[str] = field(default_factory=set)
     doc: str = ""  # as stored, so that an unchanged workflow is not written again
+    finished: bool = False  # as stored
 
 
 class WorkflowStore:
@@ -58,14 +59,18 @@ class WorkflowStore:
         )
         return self._read(conn, query)
 
-    def _read(self, conn: Connection, query: Select[Any]) -> list[Loaded]:
+    def _read(
+        self, conn: Connection, query: Select[Any], *, skip_locked: bool = False
+    ) -> list[Loaded]:
         if conn.dialect.name == "postgresql":
             # Replicas sharing the database take turns with a workflow.
-            query = query.with_for_update()
+            query = query.with_for_update(skip_locked=skip_locked)
         loaded = []
         for row in conn.execute(query):
             workflow = Workflow.model_validate_json(row.doc)
-            loaded.append(Loaded(workflow, row.version, workflow.route_keys(), row.doc))
+            keys = workflow.route_keys()
+            finished = workflow.state.finished
+            loaded.append(Loaded(workflow, row.version, keys, row.doc, finished))
         return loaded
 
     def save(self, conn: Connection, loaded: Iterable[Loaded]) -> None:
@@ -114,6 +119,23 @@ class WorkflowStore:
             item.version += 1
             item.doc = doc
             item.keys = keys
+            item.finished = item.workflow.state.finished
+
+    def count_running(self, conn: Connection) -> int:
+        live = [str(WorkflowState.RUNNING), str(WorkflowState.STALLED)]
+        query = select(func.count()).where(workflows.c.state.in_(live))
+        return conn.execute(query).scalar_one()
+
+    def waiting(self, conn: Connection, limit: int) -> list[Loaded]:
+        """Created workflows waiting for their turn, oldest first (none another
+        replica holds)."""
+        query = (
+            select(workflows.c.doc, workflows.c.version)
+            .where(workflows.c.state == str(WorkflowState.CREATED))
+            .order_by(workflows.c.created_at)
+            .limit(limit)
+        )
+        return self._read(conn, query, skip_locked=True)
 
     def due(self, conn: Connection, now: float, limit: int = 200) -> list[str]:
         """Ids of workflows whose timers are due.
