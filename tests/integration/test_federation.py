@@ -20,8 +20,8 @@ from tests.waiting import eventually
 
 pytestmark = [pytest.mark.amqp, pytest.mark.postgres, pytest.mark.slow]
 
-# Per manager; CARONI_FEDERATION_WORKFLOWS=100 for the full-size run.
-WORKFLOWS = int(os.environ.get("CARONI_FEDERATION_WORKFLOWS", "25"))
+# Workflows submitted by each manager (CARONI_FEDERATION_WORKFLOWS to change it).
+WORKFLOWS = int(os.environ.get("CARONI_FEDERATION_WORKFLOWS", "100"))
 
 
 def expected(message: str) -> str:

@@ -55,7 +55,11 @@ def create_db_engine(url: str) -> Engine:
         # every transaction begins immediately and holds the write lock.
         event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    # No ping before each use: it would cost a round trip per transaction. A
+    # connection the server dropped fails its transaction instead, which every
+    # caller already retries (deliveries go back to the broker), and the pool
+    # replaces it.
+    return create_engine(url, pool_size=5, max_overflow=5)
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
