@@ -6,9 +6,10 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, delete
 
-from caroni.store.tables import inbox, message_log
+from caroni.store.tables import inbox, message_log, offers
 
 DAY = 24 * 3600.0
+OPEN = "open"  # an agent's offer still standing (agent.model.OfferState.OPEN)
 
 
 @dataclass(frozen=True)
@@ -22,12 +23,22 @@ class Retention:
 
     inbox: float = 2 * DAY
     message_log: float = 7 * DAY
+    # An agent's offers once they are no longer open (accepted, rejected, expired):
+    # kept as long as message ids, so a late repeat of an accept still finds its job.
+    offers: float = 2 * DAY
 
 
 def prune(conn: Connection, now: float, retention: Retention) -> dict[str, int]:
-    """Delete inbox ids and traffic log rows older than their retention."""
+    """Delete inbox ids, traffic log rows and closed offers older than their retention."""
     removed_ids = conn.execute(delete(inbox).where(inbox.c.received_at < now - retention.inbox))
     removed_log = conn.execute(
         delete(message_log).where(message_log.c.at < now - retention.message_log)
     )
-    return {"inbox": removed_ids.rowcount or 0, "message_log": removed_log.rowcount or 0}
+    removed_offers = conn.execute(
+        delete(offers).where(offers.c.state != OPEN, offers.c.created_at < now - retention.offers)
+    )
+    return {
+        "inbox": removed_ids.rowcount or 0,
+        "message_log": removed_log.rowcount or 0,
+        "offers": removed_offers.rowcount or 0,
+    }

@@ -159,6 +159,8 @@ offers = Table(
     Column("job_uuid", String(32), nullable=True),
     Column("created_at", Float, nullable=False),
     Column("expires_at", Float, nullable=False, index=True),
+    # Open offers are counted with every batch of requests and expired at timer passes.
+    Index("ix_offers_state_expires", "state", "expires_at"),
 )
 
 jobs = Table(
