@@ -15,10 +15,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Iterable
 from types import TracebackType
 from typing import Any
 
 _CHUNK = 64 * 1024
+
+
+async def end_handlers(handlers: Iterable[asyncio.Task[Any]]) -> None:
+    """Wait (at most 10 s) for connection handlers to end, then cancel what is left."""
+    tasks = list(handlers)
+    if tasks:
+        _, pending = await asyncio.wait(tasks, timeout=10)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
 
 
 class _Link:
@@ -75,12 +86,7 @@ class FaultProxy:
         self.sever()
         # Aborted links end their pumps by themselves; wait for that rather than
         # cancelling (asyncio logs an error for a cancelled stream handler).
-        handlers = list(self._handlers)
-        if handlers:
-            _, pending = await asyncio.wait(handlers, timeout=10)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        await end_handlers(self._handlers)
         if server is not None:
             await server.wait_closed()
 

@@ -29,6 +29,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from tests.faults import end_handlers
+
 LOCALHOST = "127.0.0.1"
 _CHUNK = 64 * 1024
 _HANDSHAKE_TIMEOUT = 10.0
@@ -232,12 +234,7 @@ class TlsProxy:
             server.close()
         for writer in list(self._writers):
             writer.transport.abort()
-        handlers = list(self._handlers)
-        if handlers:
-            _, pending = await asyncio.wait(handlers, timeout=10)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        await end_handlers(self._handlers)
         if server is not None:
             await server.wait_closed()
 

@@ -6,15 +6,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
 
-from caroni.client import Client
-from caroni.transport.amqp import AmqpSettings, AmqpTransport
+from tests.demo_runs import expected, query, submit_demo_workflows
 from tests.processes import NodeProcess
 from tests.waiting import eventually
 
@@ -22,35 +19,6 @@ pytestmark = [pytest.mark.amqp, pytest.mark.postgres, pytest.mark.slow]
 
 # Workflows submitted by each manager (CARONI_FEDERATION_WORKFLOWS to change it).
 WORKFLOWS = int(os.environ.get("CARONI_FEDERATION_WORKFLOWS", "100"))
-
-
-def expected(message: str) -> str:
-    return f"prepend{message.upper()} append"
-
-
-def query(url: str, sql: str) -> list[tuple]:  # type: ignore[type-arg]
-    engine = create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return [tuple(row) for row in conn.execute(text(sql))]
-    finally:
-        engine.dispose()
-
-
-async def submit_all(amqp_url: str, manager_key: str, count: int, tag: str) -> dict[str, str]:
-    """Submit ``count`` demo workflows; returns workflow id -> input."""
-    transport = AmqpTransport(AmqpSettings(url=amqp_url))
-    await transport.connect()
-    submitted: dict[str, str] = {}
-    try:
-        async with Client(transport, manager_key) as client:
-            for number in range(count):
-                message = f"{tag}{number}x{uuid.uuid4().hex[:6]}"
-                workflow_id = await client.submit("test_simple", {"start_message": message})
-                submitted[workflow_id.hex] = message
-    finally:
-        await transport.close()
-    return submitted
 
 
 async def test_two_managers_share_three_agents_and_losing_one_agent_loses_nothing(
@@ -81,7 +49,10 @@ async def test_two_managers_share_three_agents_and_losing_one_agent_loses_nothin
         doomed.wait_for_line(r"agent key: ")
 
         submitted = await asyncio.gather(
-            *(submit_all(amqp_url, key, WORKFLOWS, f"m{n}-") for n, key in enumerate(keys))
+            *(
+                submit_demo_workflows(amqp_url, key, WORKFLOWS, f"m{n}-")
+                for n, key in enumerate(keys)
+            )
         )
         await eventually(
             lambda: query(agent_dbs[2], "select count(*) from jobs")[0][0] > 0,

@@ -9,16 +9,13 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from sqlalchemy import create_engine, text
 
-from caroni.client import Client
-from caroni.transport.amqp import AmqpSettings, AmqpTransport
+from tests.demo_runs import expected, query, submit_demo_workflows
 from tests.processes import NodeProcess
 from tests.waiting import eventually
 
@@ -27,19 +24,6 @@ pytestmark = [pytest.mark.amqp, pytest.mark.postgres, pytest.mark.slow]
 WAVE = 20  # workflows submitted before the kill, and again after the restart
 STEPS = 3  # test_simple: foojob0 -> foojob1 -> foojob2
 FINISHED = "select count(*) from workflows where state in ('completed', 'failed', 'cancelled')"
-
-
-def expected(message: str) -> str:
-    return f"prepend{message.upper()} append"
-
-
-def query(url: str, sql: str) -> list[tuple]:  # type: ignore[type-arg]
-    engine = create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return [tuple(row) for row in conn.execute(text(sql))]
-    finally:
-        engine.dispose()
 
 
 def scalar(url: str, sql: str) -> int:
@@ -63,22 +47,6 @@ def queue_consumers(amqp_url: str) -> dict[str, int]:
         timeout=60,
     )
     return {queue["name"]: int(queue["consumers"]) for queue in json.loads(listing.stdout)}
-
-
-async def submit(amqp_url: str, manager_key: str, count: int, tag: str) -> dict[str, str]:
-    """Submit ``count`` demo workflows; returns workflow id -> input."""
-    transport = AmqpTransport(AmqpSettings(url=amqp_url))
-    await transport.connect()
-    submitted: dict[str, str] = {}
-    try:
-        async with Client(transport, manager_key) as client:
-            for number in range(count):
-                message = f"{tag}{number}x{uuid.uuid4().hex[:6]}"
-                workflow_id = await client.submit("test_simple", {"start_message": message})
-                submitted[workflow_id.hex] = message
-    finally:
-        await transport.close()
-    return submitted
 
 
 async def test_two_manager_replicas_share_one_database_and_one_queue(
@@ -115,7 +83,7 @@ async def test_two_manager_replicas_share_one_database_and_one_queue(
         queue = "caroni.manager." + key.removeprefix("wf.manager.")
         assert queue_consumers(amqp_url).get(queue) == 2, "both replicas consume one queue"
 
-        submitted = await submit(amqp_url, key, WAVE, "a")
+        submitted = await submit_demo_workflows(amqp_url, key, WAVE, "a")
         # Kill a replica while the first wave runs: it holds deliveries not yet acked
         # (the broker gives them to the other replica) and maybe committed messages
         # not yet published (left in the shared outbox).
@@ -128,7 +96,7 @@ async def test_two_manager_replicas_share_one_database_and_one_queue(
         restarted.start()
         restarted.wait_for_line(r"manager key: ")
         # A second wave, for both live replicas to share.
-        submitted |= await submit(amqp_url, key, WAVE, "b")
+        submitted |= await submit_demo_workflows(amqp_url, key, WAVE, "b")
 
         await eventually(
             lambda: scalar(db, FINISHED) == 2 * WAVE, "every workflow to finish", timeout=90
