@@ -6,12 +6,14 @@ import asyncio
 import functools
 import logging
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from caroni.agent import handlers
 from caroni.agent.jobtypes import JobTypeSpec
-from caroni.agent.model import AgentJob, JobStatus, Load, OfferState, Policy
+from caroni.agent.model import AgentJob, JobStatus, Load, Offer, OfferState, Policy
 from caroni.agent.runner import JobResult, run_job
 from caroni.agent.store import AgentStore
 from caroni.errors import SetAside
@@ -22,6 +24,18 @@ if TYPE_CHECKING:
     from caroni.node.runtime import Node
 
 log = logging.getLogger("caroni.agent")
+
+
+@dataclass
+class _Unit:
+    """The jobs and offers one transaction has read or changed (a batch of messages
+    about many jobs costs a statement or two, not one or two per message)."""
+
+    jobs: dict[str, AgentJob] = field(default_factory=dict)
+    changed: dict[str, bool] = field(default_factory=dict)  # job uuid -> is new
+    new_offers: list[Offer] = field(default_factory=list)
+    open_offers: dict[tuple[str, str], Offer] = field(default_factory=dict)
+    requests_read: set[str] = field(default_factory=set)  # their open offers are known
 
 
 class AgentRole:
@@ -107,10 +121,12 @@ class AgentRole:
                 policy=self.policy,
                 node_uuid=tx.node_uuid,
                 now=tx.now,
-                standing=self.store.open_offer_for(tx.conn, tx.subject, incoming.reply_to),
+                standing=self._standing_offer(tx, tx.subject, incoming.reply_to),
             )
             if offer is not None:
-                self.store.add_offer(tx.conn, offer)
+                unit = self._unit(tx)
+                unit.new_offers.append(offer)
+                unit.open_offers[(offer.request_uuid, offer.manager_key)] = offer
                 tx.shared["load"] = Load(load.running, load.reserved + 1)
             tx.send(send.to, send.message)
             return
@@ -130,13 +146,13 @@ class AgentRole:
         elif kind == "JobDataAvailable":
             job = self._owned_job(tx, incoming)
             tx.send_all(handlers.on_data(job, msg, tx.now))
-            self.store.save_job(tx.conn, job)
+            self._save(tx, job)
             if job.status == JobStatus.QUEUED:
                 self._claim(tx)
         elif kind == "JobKill":
             job = self._owned_job(tx, incoming)
             tx.send_all(handlers.on_kill(job, msg, tx.now))
-            self.store.save_job(tx.conn, job)
+            self._save(tx, job)
             tx.after_commit(lambda: self._cancel(job.job_uuid))
             self._claim(tx)  # its slot is free
         else:
@@ -148,14 +164,14 @@ class AgentRole:
         if offer is None:
             raise SetAside(f"accept for offer {offer_uuid}, which this agent never made")
         tx.subject = offer.request_uuid
-        existing = self.store.job(tx.conn, offer.job_uuid) if offer.job_uuid else None
+        existing = self._job(tx, offer.job_uuid) if offer.job_uuid else None
         try:
             job, sends = handlers.on_accept(offer, existing, incoming.reply_to, tx.now)
         except handlers.OfferUnavailable as exc:
             raise SetAside(str(exc)) from exc
         tx.send_all(sends)
         if job is not None:
-            self.store.save_job(tx.conn, job, new=True)
+            self._save(tx, job, new=True)
             self.store.update_offer(tx.conn, offer)
             if job.status == JobStatus.QUEUED:
                 self._claim(tx)
@@ -163,7 +179,7 @@ class AgentRole:
     def _owned_job(self, tx: Tx, incoming: Incoming) -> AgentJob:
         """The job a message names, if the sender is the manager that owns it."""
         job_uuid = uuid.UUID(bytes=incoming.message.job_uuid).hex
-        job = self.store.job(tx.conn, job_uuid)
+        job = self._job(tx, job_uuid)
         if job is None:
             raise SetAside(
                 f"{incoming.type_name} for job {job_uuid}, which this agent does not hold"
@@ -180,6 +196,7 @@ class AgentRole:
         """How busy this agent is; counted once per transaction (a batch of requests)."""
         load: Load | None = tx.shared.get("load")
         if load is None:
+            self._write(tx)  # count what this transaction changed too
             counts = self.store.count_live(tx.conn)
             reserved = sum(counts.get(str(s), 0) for s in (JobStatus.PENDING, JobStatus.QUEUED))
             load = tx.shared["load"] = Load(
@@ -192,6 +209,63 @@ class AgentRole:
         self.store.expire_offers(tx.conn, tx.now)
         return self.store.next_offer_expiry(tx.conn)
 
+    # --- one read and one write per job and transaction ----------------------------------
+
+    def prefetch(self, tx: Tx, incoming: Sequence[Incoming]) -> None:
+        """Read the jobs and standing offers a batch of messages concern, all at once."""
+        unit = self._unit(tx)
+        job_uuids, request_uuids = [], []
+        for item in incoming:
+            if item.type_name in ("JobStatusRequest", "JobDataAvailable", "JobKill"):
+                job_uuids.append(uuid.UUID(bytes=item.message.job_uuid).hex)
+            elif item.type_name == "JobFulfillmentRequest":
+                request_uuids.append(uuid.UUID(bytes=item.message.request_uuid).hex)
+        if job_uuids:
+            for job in self.store.jobs(tx.conn, job_uuids):
+                unit.jobs.setdefault(job.job_uuid, job)
+        if request_uuids:
+            for offer in self.store.open_offers_for(tx.conn, request_uuids):
+                unit.open_offers[(offer.request_uuid, offer.manager_key)] = offer
+            unit.requests_read.update(request_uuids)
+
+    def _unit(self, tx: Tx) -> _Unit:
+        unit: _Unit | None = tx.shared.get("agent")
+        if unit is None:
+            unit = tx.shared["agent"] = _Unit()
+            tx.before_write(lambda: self._write(tx))
+        return unit
+
+    def _job(self, tx: Tx, job_uuid: str) -> AgentJob | None:
+        unit = self._unit(tx)
+        job = unit.jobs.get(job_uuid)
+        if job is None:
+            job = self.store.job(tx.conn, job_uuid)
+            if job is not None:
+                unit.jobs[job_uuid] = job
+        return job
+
+    def _save(self, tx: Tx, job: AgentJob, *, new: bool = False) -> None:
+        """Write ``job`` back before the transaction's rows are written."""
+        unit = self._unit(tx)
+        unit.jobs[job.job_uuid] = job
+        unit.changed[job.job_uuid] = unit.changed.get(job.job_uuid, False) or new
+
+    def _standing_offer(self, tx: Tx, request_uuid: str, manager_key: str) -> Offer | None:
+        unit = self._unit(tx)
+        if request_uuid not in unit.requests_read:
+            for offer in self.store.open_offers_for(tx.conn, [request_uuid]):
+                unit.open_offers[(offer.request_uuid, offer.manager_key)] = offer
+            unit.requests_read.add(request_uuid)
+        return unit.open_offers.get((request_uuid, manager_key))
+
+    def _write(self, tx: Tx) -> None:
+        """Write the offers made and the jobs changed so far in this transaction."""
+        unit = self._unit(tx)
+        self.store.add_offers(tx.conn, unit.new_offers)
+        unit.new_offers = []
+        self.store.save_jobs(tx.conn, [(unit.jobs[key], new) for key, new in unit.changed.items()])
+        unit.changed.clear()
+
     # --- running jobs -------------------------------------------------------------------
     #
     # A job is claimed (marked running, and started once that is committed) in the
@@ -201,6 +275,7 @@ class AgentRole:
 
     def _claim(self, tx: Tx) -> None:
         """Claim the jobs ready longest, as many as there are free slots."""
+        self._write(tx)  # the claim reads the jobs' state from the database
         running: int | None = tx.shared.get("running")
         if running is None:
             running = self.store.count_running(tx.conn)
@@ -219,7 +294,7 @@ class AgentRole:
             else:
                 tx.send_all(handlers.job_started(job, tx.now))
                 claimed.append((job, spec))
-            self.store.save_job(tx.conn, job)
+            self._save(tx, job)
             tx.subject = job.job_uuid
             tx.flush()
         tx.shared["running"] = running + len(claimed)
@@ -286,12 +361,12 @@ class AgentRole:
 
     def _finish(self, tx: Tx, outcomes: list[tuple[str, JobResult]]) -> None:
         for job_uuid, result in outcomes:
-            job = self.store.job(tx.conn, job_uuid)
+            job = self._job(tx, job_uuid)
             if job is None:
                 continue
             tx.subject = job_uuid
             tx.send_all(handlers.job_finished(job, result, tx.now))
-            self.store.save_job(tx.conn, job)
+            self._save(tx, job)
             tx.flush()
         self._claim(tx)
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Collection, Iterable
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 
 from caroni.agent.jobtypes import JobTypeSpec, job_type_from_dict
 from caroni.agent.model import AgentJob, JobStatus, Offer, OfferState
@@ -29,34 +30,35 @@ class AgentStore:
 
     # --- offers -------------------------------------------------------------------------
 
-    def add_offer(self, conn: Connection, offer: Offer) -> None:
-        conn.execute(
-            insert(offers).values(
-                offer_uuid=offer.offer_uuid,
-                request_uuid=offer.request_uuid,
-                job_type=offer.job_type,
-                manager_key=offer.manager_key,
-                parameters=json.dumps(offer.parameters),
-                state=str(offer.state),
-                job_uuid=offer.job_uuid,
-                created_at=offer.created_at,
-                expires_at=offer.expires_at,
-            )
-        )
+    def add_offers(self, conn: Connection, new: list[Offer]) -> None:
+        if not new:
+            return
+        rows = [
+            {
+                "offer_uuid": offer.offer_uuid,
+                "request_uuid": offer.request_uuid,
+                "job_type": offer.job_type,
+                "manager_key": offer.manager_key,
+                "parameters": json.dumps(offer.parameters),
+                "state": str(offer.state),
+                "job_uuid": offer.job_uuid,
+                "created_at": offer.created_at,
+                "expires_at": offer.expires_at,
+            }
+            for offer in new
+        ]
+        conn.execute(insert(offers), rows)
 
     def offer(self, conn: Connection, offer_uuid: str) -> Offer | None:
         row = conn.execute(select(offers).where(offers.c.offer_uuid == offer_uuid)).first()
         return None if row is None else self._offer(row)
 
-    def open_offer_for(self, conn: Connection, request_uuid: str, manager_key: str) -> Offer | None:
-        """The offer still open for this request and manager, if any."""
+    def open_offers_for(self, conn: Connection, request_uuids: Collection[str]) -> list[Offer]:
+        """The offers still open for these requests."""
         query = select(offers).where(
-            offers.c.request_uuid == request_uuid,
-            offers.c.manager_key == manager_key,
-            offers.c.state == str(OfferState.OPEN),
+            offers.c.request_uuid.in_(request_uuids), offers.c.state == str(OfferState.OPEN)
         )
-        row = conn.execute(query).first()
-        return None if row is None else self._offer(row)
+        return [self._offer(row) for row in conn.execute(query)]
 
     @staticmethod
     def _offer(row: Any) -> Offer:
@@ -94,24 +96,37 @@ class AgentStore:
     # --- jobs ---------------------------------------------------------------------------
 
     def job(self, conn: Connection, job_uuid: str) -> AgentJob | None:
-        doc = conn.execute(select(jobs.c.doc).where(jobs.c.job_uuid == job_uuid)).scalar()
-        return None if doc is None else AgentJob.model_validate_json(doc)
+        found = self.jobs(conn, [job_uuid])
+        return found[0] if found else None
+
+    def jobs(self, conn: Connection, job_uuids: Collection[str]) -> list[AgentJob]:
+        query = select(jobs.c.doc).where(jobs.c.job_uuid.in_(job_uuids))
+        return [AgentJob.model_validate_json(doc) for doc in conn.execute(query).scalars()]
 
     def save_job(self, conn: Connection, job: AgentJob, *, new: bool = False) -> None:
-        values = {
-            "job_type": job.job_type,
-            "manager_key": job.manager_key,
-            "status": str(job.status),
-            "ready_at": job.ready_at,
-            "updated_at": job.updated_at,
-            "doc": job.model_dump_json(),
-        }
-        if new:
-            conn.execute(
-                insert(jobs).values(job_uuid=job.job_uuid, created_at=job.created_at, **values)
-            )
-        else:
-            conn.execute(update(jobs).where(jobs.c.job_uuid == job.job_uuid).values(**values))
+        self.save_jobs(conn, [(job, new)])
+
+    def save_jobs(self, conn: Connection, changed: Iterable[tuple[AgentJob, bool]]) -> None:
+        """Write jobs back (``True`` beside a job: it is new), a statement for all."""
+        inserts, updates = [], []
+        for job, new in changed:
+            values = {
+                "job_type": job.job_type,
+                "manager_key": job.manager_key,
+                "status": str(job.status),
+                "ready_at": job.ready_at,
+                "updated_at": job.updated_at,
+                "doc": job.model_dump_json(),
+            }
+            if new:
+                inserts.append({"job_uuid": job.job_uuid, "created_at": job.created_at, **values})
+            else:
+                updates.append({"b_job_uuid": job.job_uuid, **values})
+        if inserts:
+            conn.execute(insert(jobs), inserts)
+        if updates:
+            statement = update(jobs).where(jobs.c.job_uuid == bindparam("b_job_uuid"))
+            conn.execute(statement, updates)
 
     def count_live(self, conn: Connection) -> dict[str, int]:
         """How many jobs are pending, queued and running (finished ones left out)."""
