@@ -31,6 +31,7 @@ KEY = "wf.manager.BATCHBATCHBATCHBATCHBA"
 QUEUE = "caroni.manager.batch-test"
 PEER = "wf.client.batch-peer"
 BAD = uuid.UUID(int=0).bytes  # the job uuid the role refuses
+UNWRITABLE = uuid.UUID(int=1).bytes  # the job uuid whose write-back fails
 
 
 class Echo:
@@ -49,6 +50,8 @@ class Echo:
         job_uuid = incoming.message.job_uuid
         if job_uuid == BAD:
             raise SetAside("this job is refused")
+        if job_uuid == UNWRITABLE:
+            tx.before_write(self._fail_to_write)
         tx.subject = uuid.UUID(bytes=job_uuid).hex
         if "tally" not in tx.shared:
             tx.shared["tally"] = 0
@@ -59,6 +62,10 @@ class Echo:
 
     def tick(self, tx: Tx) -> float | None:
         return None
+
+    @staticmethod
+    def _fail_to_write() -> None:
+        raise RuntimeError("the aggregate changed under us")
 
 
 @pytest.fixture
@@ -202,4 +209,31 @@ async def test_rows_another_process_left_behind_are_published_while_running(
     with engine.connect() as conn:
         left = list(conn.execute(select(outbox.c.message_id)).scalars())
     assert fresh in left, "a fresh row is its writer's to publish"
+    await peer.close()
+
+
+async def test_a_write_back_that_fails_costs_only_its_own_message(
+    node: Node, transport: MemoryTransport, engine: Engine
+) -> None:
+    """A role's write-back failing (as when another process changed its aggregate)
+    rolls the batch back; applied again one by one, only that message is set aside."""
+    peer = await transport.consume("peer-queue", [PEER])
+    await (await transport.consume(QUEUE, [KEY])).close()
+    jobs = [uuid.uuid4().bytes for _ in range(20)]
+    for number, job in enumerate(jobs):
+        await _request(transport, job, new_message_id())
+        if number == 10:
+            await _request(transport, UNWRITABLE, new_message_id())
+    await node.start()
+    answered = []
+    async for delivery in peer:
+        answered.append(open_envelope(delivery.body).message.job_uuid)
+        await delivery.ack()
+        if len(answered) == len(jobs):
+            break
+    assert sorted(answered) == sorted(jobs)
+    await eventually(lambda: node.counters["dead_lettered"] == 1, "the one set aside")
+    with engine.connect() as conn:
+        reasons = list(conn.execute(select(dead_letters.c.reason)).scalars())
+    assert len(reasons) == 1 and "the aggregate changed under us" in reasons[0]
     await peer.close()

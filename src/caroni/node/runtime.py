@@ -407,10 +407,14 @@ class Node:
                 batch.append(self._deliveries.get_nowait())
             try:
                 committed, published = await self.db(self._handle_batch, batch)
-            except DBAPIError as exc:
-                # The database is unreachable or refused the commit: nothing of the
-                # batch took effect, so give it back and try again shortly.
-                log.warning("database error, %d deliveries requeued: %s", len(batch), exc)
+            except Exception as exc:
+                # The database is unreachable or refused the commit (or, a bug, the
+                # shell itself failed): nothing of the batch took effect, so give it
+                # back and try again shortly.
+                if isinstance(exc, DBAPIError):
+                    log.warning("database error, %d deliveries requeued: %s", len(batch), exc)
+                else:
+                    log.exception("applying %d deliveries failed; requeued", len(batch))
                 for delivery in batch:
                     await delivery.reject(requeue=True)
                 if self._deliveries.empty():
@@ -419,11 +423,11 @@ class Node:
                 backoff = min(backoff * 2, 5.0)
                 continue
             backoff = 0.1
+            self._committed(committed, published)  # publishing starts before the acks
             for delivery in batch:
                 await delivery.ack()
             if self._deliveries.empty():
                 self._idle.set()
-            self._committed(committed, published)
 
     def _handle_batch(
         self, deliveries: list[Delivery]
@@ -443,7 +447,14 @@ class Node:
                 self._apply_together(conn, batch, deliveries, opened)
                 published = self._write(conn, batch)
             return batch, published
-        except (_NeedsCare, IntegrityError) as exc:
+        except DBAPIError as exc:
+            self.counters.update(counters)
+            if not isinstance(exc, IntegrityError):
+                raise  # the database itself is in trouble: the batch goes back
+            log.debug("batch applied again one message at a time: %s", exc)
+        except Exception as exc:
+            # A message set aside or failing, or writing back failing (another
+            # process changed an aggregate): each message is tried on its own.
             self.counters.update(counters)
             log.debug("batch applied again one message at a time: %s", exc)
         except BaseException:
