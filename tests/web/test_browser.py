@@ -100,6 +100,9 @@ async def log_in(page: Any, url: str) -> None:
     await page.get_by_label("Password").fill(DEMO_PASSWORD)
     await page.get_by_role("button", name="Log in").click()
     await page.wait_for_selector("form.logout")
+    # The page's script (live updates, selects that submit their choice) runs by
+    # the load event; acting before it would race it.
+    await page.wait_for_load_state("load")
 
 
 async def shot(page: Any, name: str) -> None:
