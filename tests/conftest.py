@@ -14,9 +14,11 @@ import shutil
 import socket
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+
+from caroni.transport.memory import MemoryBroker, MemoryTransport
 
 RABBIT_HOST = "127.0.0.1"
 RABBIT_PORT = 5672
@@ -44,6 +46,15 @@ def _port_open(host: str, port: int) -> bool:
 
 def _rabbitmqctl(*args: str) -> None:
     subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture
+async def transport() -> AsyncIterator[MemoryTransport]:
+    """A connected in-process transport on a broker of this test's own."""
+    transport = MemoryTransport(MemoryBroker())
+    await transport.connect()
+    yield transport
+    await transport.close()
 
 
 @pytest.fixture

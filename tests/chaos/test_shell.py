@@ -17,7 +17,7 @@ import pytest
 from caroni.node.runtime import Incoming, Node, Tx
 from caroni.protocol import new_message_id, pb, seal
 from caroni.store import create_db_engine, migrate
-from caroni.transport.memory import MemoryBroker, MemoryTransport
+from caroni.transport.memory import MemoryTransport
 from tests.waiting import eventually
 
 KEY = "wf.manager.SHELLSHELLSHELLSHELLSH"
@@ -46,14 +46,6 @@ class Recorder:
         if 0 < self.handled < BACKLOG:
             self.ticks_amid_backlog += 1
         return tx.now  # due again at once: fire as often as the shell lets it
-
-
-@pytest.fixture
-async def transport() -> AsyncIterator[MemoryTransport]:
-    transport = MemoryTransport(MemoryBroker())
-    await transport.connect()
-    yield transport
-    await transport.close()
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from caroni.protocol import new_message_id, open_envelope, pb, seal
 from caroni.store import create_db_engine, migrate
 from caroni.store.tables import dead_letters, message_log, outbox
 from caroni.transport.base import Delivery
-from caroni.transport.memory import MemoryBroker, MemoryTransport
+from caroni.transport.memory import MemoryTransport
 from tests.waiting import eventually
 
 KEY = "wf.manager.BATCHBATCHBATCHBATCHBA"
@@ -66,14 +66,6 @@ class Echo:
     @staticmethod
     def _fail_to_write() -> None:
         raise RuntimeError("the aggregate changed under us")
-
-
-@pytest.fixture
-async def transport() -> AsyncIterator[MemoryTransport]:
-    transport = MemoryTransport(MemoryBroker())
-    await transport.connect()
-    yield transport
-    await transport.close()
 
 
 @pytest.fixture
