@@ -440,7 +440,9 @@ class Node:
         savepoint per message, so that one bad message costs only itself.
         """
         opened = [self._open(delivery) for delivery in deliveries]
-        counters = dict(self.counters)  # a rolled-back attempt must not count
+        # A rolled-back attempt must not count. Only what applying counts is restored:
+        # "published" moves on the event loop meanwhile.
+        counters = {key: self.counters[key] for key in ("handled", "duplicates", "dead_lettered")}
         try:
             with self.engine.begin() as conn:
                 batch = Batch()
