@@ -81,12 +81,11 @@ class AgentRole:
 
     def _recover(self, tx: Tx) -> None:
         self.catalogue = self.store.job_types(tx.conn)
-        for job_uuid in self.store.job_uuids_with_status(tx.conn, JobStatus.RUNNING):
-            job = self.store.job(tx.conn, job_uuid)
-            assert job is not None
+        cut_off = self.store.job_uuids_with_status(tx.conn, JobStatus.RUNNING)
+        for job in self.store.jobs(tx.conn, cut_off):
             # The body was cut off by a stop or crash: run it again from the start.
             job.set_status(JobStatus.QUEUED, tx.now, "requeued: the agent stopped while it ran")
-            self.store.save_job(tx.conn, job)
+            self._save(tx, job)
         self._claim(tx)
 
     async def put_job_type(self, spec: JobTypeSpec) -> None:

@@ -103,9 +103,6 @@ class AgentStore:
         query = select(jobs.c.doc).where(jobs.c.job_uuid.in_(job_uuids))
         return [AgentJob.model_validate_json(doc) for doc in conn.execute(query).scalars()]
 
-    def save_job(self, conn: Connection, job: AgentJob, *, new: bool = False) -> None:
-        self.save_jobs(conn, [(job, new)])
-
     def save_jobs(self, conn: Connection, changed: Iterable[tuple[AgentJob, bool]]) -> None:
         """Write jobs back (``True`` beside a job: it is new), a statement for all."""
         inserts, updates = [], []
