@@ -52,21 +52,17 @@ def create_agent_app(agent: AgentNode) -> FastAPI:
         fragment: bool = False,
         since: str = "",
     ) -> Response:
-        session = await site.session(request)
-        offset = max(offset, 0)
-        listing = await site.read(queries.list_jobs, status, q.strip(), offset)
-        if fragment and since == listing.stamp:
-            return Response(status_code=204)
-        return site.render(
+        return await site.live_list(
             request,
-            "agent/_jobs.html" if fragment else "agent/jobs.html",
-            session=session,
-            stamp=listing.stamp,
+            "agent/jobs.html",
+            queries.list_jobs,
+            status,
+            q,
+            offset,
+            fragment=fragment,
+            since=since,
             title="Jobs",
-            listing=listing,
             status=status,
-            q=q,
-            offset=offset,
             page_size=queries.PAGE_SIZE,
             statuses=[str(s) for s in JobStatus],
         )

@@ -63,21 +63,17 @@ def create_manager_app(manager: ManagerNode) -> FastAPI:
         fragment: bool = False,
         since: str = "",
     ) -> Response:
-        session = await site.session(request)
-        offset = max(offset, 0)
-        listing = await site.read(queries.list_workflows, state, q.strip(), offset)
-        if fragment and since == listing.stamp:
-            return Response(status_code=204)
-        return site.render(
+        return await site.live_list(
             request,
-            "manager/_workflows.html" if fragment else "manager/workflows.html",
-            session=session,
-            stamp=listing.stamp,
+            "manager/workflows.html",
+            queries.list_workflows,
+            state,
+            q,
+            offset,
+            fragment=fragment,
+            since=since,
             title="Workflows",
-            listing=listing,
             state=state,
-            q=q,
-            offset=offset,
             page_size=queries.PAGE_SIZE,
             states=[str(s) for s in WorkflowState],
             notice=NOTICES.get(request.query_params.get("notice", ""), ""),

@@ -154,6 +154,43 @@ class Site:
 
     # --- rendering ------------------------------------------------------------------------
 
+    async def live_list(
+        self,
+        request: Request,
+        template: str,
+        query: Callable[..., Any],
+        chosen: str,
+        q: str,
+        offset: int,
+        *,
+        fragment: bool,
+        since: str,
+        **context: Any,
+    ) -> Response:
+        """A filtered, searched, paged list that updates itself.
+
+        ``query(conn, chosen, search, offset)`` returns a listing with a ``stamp``.
+        The whole page is ``template``; with ``fragment`` only the list is rendered
+        (the same template name with a leading ``_``), or 204 when it is unchanged
+        since the stamp ``since``.
+        """
+        session = await self.session(request)
+        offset = max(offset, 0)
+        listing = await self.read(query, chosen, q.strip(), offset)
+        if fragment and since == listing.stamp:
+            return Response(status_code=204)
+        folder, _, page = template.rpartition("/")
+        return self.render(
+            request,
+            f"{folder}/_{page}" if fragment else template,
+            session=session,
+            stamp=listing.stamp,
+            listing=listing,
+            q=q,
+            offset=offset,
+            **context,
+        )
+
     def render(
         self,
         request: Request,
