@@ -12,7 +12,6 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, func, insert, select
@@ -21,7 +20,6 @@ from caroni.errors import SetAside
 from caroni.node import runtime
 from caroni.node.runtime import Incoming, Node, Tx
 from caroni.protocol import new_message_id, open_envelope, pb, seal
-from caroni.store import create_db_engine, migrate
 from caroni.store.tables import dead_letters, message_log, outbox
 from caroni.transport.base import Delivery
 from caroni.transport.memory import MemoryTransport
@@ -66,13 +64,6 @@ class Echo:
     @staticmethod
     def _fail_to_write() -> None:
         raise RuntimeError("the aggregate changed under us")
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Engine:
-    engine = create_db_engine(str(tmp_path / "node.sqlite3"))
-    migrate(engine)
-    return engine
 
 
 @pytest.fixture

@@ -37,15 +37,14 @@ from typing import Any, Protocol, TypeVar
 
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
-from sqlalchemy import Connection, Engine, delete, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from caroni.errors import EnvelopeError, SetAside
+from caroni.node.shell_sql import ShellStatements
 from caroni.protocol import Opened, Signer, new_message_id, open_envelope, seal
 from caroni.store.retention import Retention, prune
-from caroni.store.tables import dead_letters, inbox, message_log, outbox
+from caroni.store.tables import dead_letters, inbox, outbox
 from caroni.transport.base import Consumer, Delivery, OutgoingMessage, Transport
 from caroni.trust import TrustPolicy
 
@@ -113,26 +112,20 @@ class Batch:
     # locked for this transaction), to write it back once in ``before_write``.
     shared: dict[str, Any] = field(default_factory=dict)
 
-    def write(self, conn: Connection) -> list[tuple[int, OutgoingMessage]]:
-        """Write everything queued; return the outgoing messages with their outbox ids."""
+    def write(
+        self, conn: Connection, statements: ShellStatements, published_ids: list[int]
+    ) -> list[tuple[int, OutgoingMessage]]:
+        """Write everything queued and forget the outbox rows published since the last
+        write; return the outgoing messages with their outbox ids."""
         for callback in self.before_write:
             callback()
-        published: list[tuple[int, OutgoingMessage]] = []
-        if self.outgoing:
-            ids = conn.execute(
-                outbox.insert().returning(outbox.c.id, sort_by_parameter_order=True),
-                self.outgoing,
-            ).scalars()
-            published = [
-                (
-                    row_id,
-                    OutgoingMessage(r["routing_key"], r["body"], r["reply_to"], r["message_id"]),
-                )
-                for row_id, r in zip(ids, self.outgoing, strict=True)
-            ]
-        if self.traffic:
-            conn.execute(message_log.insert(), self.traffic)
-        return published
+        ids = statements.write(
+            conn, published_ids=published_ids, outgoing=self.outgoing, traffic=self.traffic
+        )
+        return [
+            (row_id, OutgoingMessage(r["routing_key"], r["body"], r["reply_to"], r["message_id"]))
+            for row_id, r in zip(ids, self.outgoing, strict=True)
+        ]
 
 
 @dataclass
@@ -271,6 +264,7 @@ class Node:
         self.signer = signer
         self.trust = trust or TrustPolicy()
         self.retention = Retention()
+        self._statements = ShellStatements(engine.dialect.name)
         self.counters: dict[str, int] = {
             "handled": 0,
             "duplicates": 0,
@@ -369,9 +363,7 @@ class Node:
         with self._published_lock:
             done, self._published_ids = self._published_ids, []
         try:
-            if done:
-                conn.execute(delete(outbox).where(outbox.c.id.in_(done)))
-            return batch.write(conn)
+            return batch.write(conn, self._statements, done)
         except BaseException:
             with self._published_lock:
                 self._published_ids.extend(done)
@@ -527,16 +519,7 @@ class Node:
         """
         if not message_ids:
             return set()
-        insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-        statement = (
-            insert(inbox)
-            .on_conflict_do_nothing(index_elements=[inbox.c.message_id])
-            .returning(inbox.c.message_id)
-        )
-        now = time.time()
-        # Sorted: replicas claiming the same ids lock them in one order.
-        rows = [{"message_id": id_, "received_at": now} for id_ in sorted(set(message_ids))]
-        return set(conn.execute(statement, rows).scalars())
+        return self._statements.claim(conn, message_ids, time.time())
 
     def _apply(self, tx: Tx, delivery: Delivery, opened: Opened, message_id: str) -> None:
         """Apply one message (traffic, the role's handler); raises what the handler raises."""
