@@ -24,16 +24,34 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 
-# SQLite takes at most 32,766 parameters per statement; PostgreSQL 65,535.
+# SQLite takes at most 32,766 parameters per statement.
 _MAX_ROWS_PER_STATEMENT = 2000
 
+_INBOX_COLUMNS = ("message_id", "received_at")
 _OUTBOX_COLUMNS = ("routing_key", "body", "reply_to", "message_id", "created_at")
 _TRAFFIC_COLUMNS = ("at", "direction", "type_name", "peer", "message_id", "summary", "subject")
+# On PostgreSQL, more rows than this are inserted from one array per column.
+_FEW_ROWS = 4
+# Column types, for PostgreSQL's unnest() of one array per column.
+_PG_TYPES = {
+    "message_id": "text",
+    "received_at": "float8",
+    "routing_key": "text",
+    "body": "bytea",
+    "reply_to": "text",
+    "created_at": "float8",
+    "at": "float8",
+    "direction": "text",
+    "type_name": "text",
+    "peer": "text",
+    "summary": "text",
+    "subject": "text",
+}
 
 
 @lru_cache(maxsize=256)
-def _values(placeholder: str, columns: int, rows: int) -> str:
-    row = "(" + ", ".join([placeholder] * columns) + ")"
+def _values(mark: str, columns: int, rows: int) -> str:
+    row = "(" + ", ".join([mark] * columns) + ")"
     return ", ".join([row] * rows)
 
 
@@ -55,17 +73,16 @@ class ShellStatements:
         Sorted, so that replicas claiming the same ids lock them in one order.
         """
         claimed: set[str] = set()
-        ids = sorted(set(message_ids))
+        rows = [
+            {"message_id": message_id, "received_at": now}
+            for message_id in sorted(set(message_ids))
+        ]
         with self._cursor(conn) as (cursor, pipeline):
-            for chunk in _chunks(ids):
-                sql = (
-                    "INSERT INTO inbox (message_id, received_at) VALUES "
-                    f"{_values(self._mark, 2, len(chunk))} "
-                    "ON CONFLICT (message_id) DO NOTHING RETURNING message_id"
-                )
-                params = [value for message_id in chunk for value in (message_id, now)]
+            for sql, params in self._inserts("inbox", _INBOX_COLUMNS, rows):
                 with pipeline():  # on PostgreSQL: with the BEGIN, one round trip
-                    cursor.execute(sql, params)
+                    cursor.execute(
+                        f"{sql} ON CONFLICT (message_id) DO NOTHING RETURNING message_id", params
+                    )
                 claimed.update(row[0] for row in cursor.fetchall())
         return claimed
 
@@ -82,27 +99,40 @@ class ShellStatements:
         row_ids: dict[str, int] = {}
         with self._cursor(conn) as (cursor, pipeline):
             # One cursor per outbox insert: each holds its RETURNING rows until read.
-            inserts = [(chunk, conn.connection.cursor()) for chunk in _chunks(outgoing)]
+            inserts = [
+                (sql, params, conn.connection.cursor())
+                for sql, params in self._inserts("outbox", _OUTBOX_COLUMNS, outgoing)
+            ]
             with pipeline():  # on PostgreSQL: all of it in one round trip
                 self._delete_published(cursor, published_ids)
-                for chunk in _chunks(traffic):
-                    cursor.execute(*self._insert("message_log", _TRAFFIC_COLUMNS, chunk))
-                for chunk, insert_cursor in inserts:
-                    sql, params = self._insert("outbox", _OUTBOX_COLUMNS, chunk)
-                    insert_cursor.execute(sql + " RETURNING id, message_id", params)
-            for _, insert_cursor in inserts:
+                for sql, params in self._inserts("message_log", _TRAFFIC_COLUMNS, traffic):
+                    cursor.execute(sql, params)
+                for sql, params, insert_cursor in inserts:
+                    insert_cursor.execute(f"{sql} RETURNING id, message_id", params)
+            for _, _, insert_cursor in inserts:
                 row_ids.update((message_id, id_) for id_, message_id in insert_cursor.fetchall())
                 insert_cursor.close()
         return [row_ids[row["message_id"]] for row in outgoing]
 
-    def _insert(
+    def _inserts(
         self, table: str, columns: Sequence[str], rows: Sequence[dict[str, Any]]
-    ) -> tuple[str, list[Any]]:
-        sql = (
-            f"INSERT INTO {table} ({', '.join(columns)}) "
-            f"VALUES {_values(self._mark, len(columns), len(rows))}"
-        )
-        return sql, [row[column] for row in rows for column in columns]
+    ) -> Iterator[tuple[str, list[Any]]]:
+        """INSERT statements for ``rows``: one per chunk of rows, with a list of VALUES.
+        On PostgreSQL, more than a few rows go in one statement taking an array per
+        column instead: a short text that the driver parses and prepares once,
+        where a long list of VALUES would be parsed anew each time."""
+        if not rows:
+            return
+        names = ", ".join(columns)
+        if self.postgres and len(rows) > _FEW_ROWS:
+            arrays = ", ".join(f"%s::{_PG_TYPES[column]}[]" for column in columns)
+            params = [[row[column] for row in rows] for column in columns]
+            yield f"INSERT INTO {table} ({names}) SELECT * FROM unnest({arrays})", params
+            return
+        for chunk in _chunks(rows):
+            params = [row[column] for row in chunk for column in columns]
+            values = _values(self._mark, len(columns), len(chunk))
+            yield f"INSERT INTO {table} ({names}) VALUES {values}", params
 
     def _delete_published(self, cursor: Any, published_ids: Sequence[int]) -> None:
         if not published_ids:
