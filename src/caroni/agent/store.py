@@ -14,6 +14,36 @@ from caroni.store.tables import job_types, jobs, offers
 
 _RESERVING = (JobStatus.PENDING, JobStatus.QUEUED)
 
+# The statements of the message path, built once: building a statement costs more
+# than the round trip that runs it (measured: ~250 us against ~200 us).
+_INSERT_OFFERS = insert(offers)
+_OFFER = select(offers).where(offers.c.offer_uuid == bindparam("offer_uuid"))
+_OPEN_OFFERS_FOR = select(offers).where(
+    offers.c.request_uuid.in_(bindparam("request_uuids", expanding=True)),
+    offers.c.state == str(OfferState.OPEN),
+)
+_UPDATE_OFFER = (
+    update(offers)
+    .where(offers.c.offer_uuid == bindparam("b_offer_uuid"))
+    .values(state=bindparam("state"), job_uuid=bindparam("job_uuid"))
+)
+_JOBS = select(jobs.c.doc).where(jobs.c.job_uuid.in_(bindparam("job_uuids", expanding=True)))
+_INSERT_JOBS = insert(jobs)
+_UPDATE_JOBS = update(jobs).where(jobs.c.job_uuid == bindparam("b_job_uuid"))
+_COUNT_LIVE = (
+    select(jobs.c.status, func.count())
+    .where(jobs.c.status.in_([str(s) for s in (*_RESERVING, JobStatus.RUNNING)]))
+    .group_by(jobs.c.status)
+)
+_COUNT_RUNNING = select(func.count()).where(jobs.c.status == str(JobStatus.RUNNING))
+_COUNT_OPEN_OFFERS = select(func.count()).where(offers.c.state == str(OfferState.OPEN))
+_NEXT_READY = (
+    select(jobs.c.doc)
+    .where(jobs.c.status == str(JobStatus.QUEUED))
+    .order_by(jobs.c.ready_at)
+    .limit(bindparam("limit"))
+)
+
 
 class AgentStore:
     # --- job types ----------------------------------------------------------------------
@@ -47,18 +77,16 @@ class AgentStore:
             }
             for offer in new
         ]
-        conn.execute(insert(offers), rows)
+        conn.execute(_INSERT_OFFERS, rows)
 
     def offer(self, conn: Connection, offer_uuid: str) -> Offer | None:
-        row = conn.execute(select(offers).where(offers.c.offer_uuid == offer_uuid)).first()
+        row = conn.execute(_OFFER, {"offer_uuid": offer_uuid}).first()
         return None if row is None else self._offer(row)
 
     def open_offers_for(self, conn: Connection, request_uuids: Collection[str]) -> list[Offer]:
         """The offers still open for these requests."""
-        query = select(offers).where(
-            offers.c.request_uuid.in_(request_uuids), offers.c.state == str(OfferState.OPEN)
-        )
-        return [self._offer(row) for row in conn.execute(query)]
+        found = conn.execute(_OPEN_OFFERS_FOR, {"request_uuids": list(request_uuids)})
+        return [self._offer(row) for row in found]
 
     @staticmethod
     def _offer(row: Any) -> Offer:
@@ -75,11 +103,8 @@ class AgentStore:
         )
 
     def update_offer(self, conn: Connection, offer: Offer) -> None:
-        conn.execute(
-            update(offers)
-            .where(offers.c.offer_uuid == offer.offer_uuid)
-            .values(state=str(offer.state), job_uuid=offer.job_uuid)
-        )
+        values = {"b_offer_uuid": offer.offer_uuid, "state": str(offer.state)}
+        conn.execute(_UPDATE_OFFER, values | {"job_uuid": offer.job_uuid})
 
     def expire_offers(self, conn: Connection, now: float) -> int:
         result = conn.execute(
@@ -100,8 +125,8 @@ class AgentStore:
         return found[0] if found else None
 
     def jobs(self, conn: Connection, job_uuids: Collection[str]) -> list[AgentJob]:
-        query = select(jobs.c.doc).where(jobs.c.job_uuid.in_(job_uuids))
-        return [AgentJob.model_validate_json(doc) for doc in conn.execute(query).scalars()]
+        found = conn.execute(_JOBS, {"job_uuids": list(job_uuids)}).scalars()
+        return [AgentJob.model_validate_json(doc) for doc in found]
 
     def save_jobs(self, conn: Connection, changed: Iterable[tuple[AgentJob, bool]]) -> None:
         """Write jobs back (``True`` beside a job: it is new), a statement for all."""
@@ -120,37 +145,24 @@ class AgentStore:
             else:
                 updates.append({"b_job_uuid": job.job_uuid, **values})
         if inserts:
-            conn.execute(insert(jobs), inserts)
+            conn.execute(_INSERT_JOBS, inserts)
         if updates:
-            statement = update(jobs).where(jobs.c.job_uuid == bindparam("b_job_uuid"))
-            conn.execute(statement, updates)
+            conn.execute(_UPDATE_JOBS, updates)
 
     def count_live(self, conn: Connection) -> dict[str, int]:
         """How many jobs are pending, queued and running (finished ones left out)."""
-        query = (
-            select(jobs.c.status, func.count())
-            .where(jobs.c.status.in_([str(s) for s in (*_RESERVING, JobStatus.RUNNING)]))
-            .group_by(jobs.c.status)
-        )
-        return {status: count for status, count in conn.execute(query).all()}
+        return {status: count for status, count in conn.execute(_COUNT_LIVE).all()}
 
     def count_running(self, conn: Connection) -> int:
-        query = select(func.count()).where(jobs.c.status == str(JobStatus.RUNNING))
-        return conn.execute(query).scalar_one()
+        return conn.execute(_COUNT_RUNNING).scalar_one()
 
     def open_offers(self, conn: Connection) -> int:
-        query = select(func.count()).where(offers.c.state == str(OfferState.OPEN))
-        return conn.execute(query).scalar_one()
+        return conn.execute(_COUNT_OPEN_OFFERS).scalar_one()
 
     def next_ready(self, conn: Connection, limit: int) -> list[AgentJob]:
         """Queued jobs in the order they became ready (first ready, first run)."""
-        query = (
-            select(jobs.c.doc)
-            .where(jobs.c.status == str(JobStatus.QUEUED))
-            .order_by(jobs.c.ready_at)
-            .limit(limit)
-        )
-        return [AgentJob.model_validate_json(doc) for doc in conn.execute(query).scalars()]
+        found = conn.execute(_NEXT_READY, {"limit": limit}).scalars()
+        return [AgentJob.model_validate_json(doc) for doc in found]
 
     def job_uuids_with_status(self, conn: Connection, status: JobStatus) -> list[str]:
         query = select(jobs.c.job_uuid).where(jobs.c.status == str(status))
