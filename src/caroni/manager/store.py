@@ -37,6 +37,7 @@ _LOAD_BY_KEYS = (
     .order_by(workflows.c.id)  # replicas lock rows in one order: no deadlock
     .with_for_update()
 )
+_TEMPLATE_VERSION = select(templates.c.version).where(templates.c.name == bindparam("name"))
 _INSERT_WORKFLOWS = insert(workflows)
 _UPDATE_WORKFLOWS = update(workflows).where(
     workflows.c.id == bindparam("b_id"), workflows.c.version == bindparam("b_version")
@@ -206,9 +207,7 @@ class WorkflowStore:
 
     def get_template(self, conn: Connection, name: str) -> Template | None:
         # Cached by version: every change (by any replica) bumps it.
-        version = conn.execute(
-            select(templates.c.version).where(templates.c.name == name)
-        ).scalar_one_or_none()
+        version = conn.execute(_TEMPLATE_VERSION, {"name": name}).scalar_one_or_none()
         if version is None:
             return None
         cached = self._template_cache.get(name)
