@@ -3,11 +3,12 @@
 Every delivery, whatever its type, goes through the same steps:
 
 1. take a batch of deliveries from the transport;
-2. in ONE database transaction, for each delivery: open the envelope, skip it if
-   its message id is in the inbox (a duplicate), let the role's handler apply it
-   (inside a savepoint), write the inbox row and the outgoing messages to the
-   outbox; a delivery that cannot be opened or applied is stored as a dead letter
-   with its reason instead;
+2. in ONE database transaction: open the envelopes, note their message ids in the
+   inbox (an id noted before is a duplicate and skipped), let the role's handler
+   apply each message, write the outgoing messages to the outbox (the shell's own
+   statements are in ``shell_sql``); a delivery that cannot be opened or applied
+   is stored as a dead letter with its reason instead (the batch is then applied
+   again one savepoint per message, so that it costs only itself);
 3. commit, then ack the batch;
 4. publish the outbox with broker confirms, deleting rows once confirmed.
 
