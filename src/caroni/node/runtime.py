@@ -46,6 +46,7 @@ from caroni.node.shell_sql import ShellStatements
 from caroni.protocol import Opened, Signer, new_message_id, open_envelope, seal
 from caroni.store.retention import Retention, prune
 from caroni.store.tables import dead_letters, inbox, outbox
+from caroni.store.vacuum import VACUUM_INTERVAL, needs_vacuuming, vacuum_busy_tables
 from caroni.transport.base import Consumer, Delivery, OutgoingMessage, Transport
 from caroni.trust import TrustPolicy
 
@@ -305,6 +306,7 @@ class Node:
             self._handle_loop(),
             self._publish_loop(),
             self._tick_loop(),
+            self._vacuum_loop(),
         ):
             self._tasks.append(asyncio.create_task(coro))
 
@@ -719,6 +721,27 @@ class Node:
             if next_at is not None:
                 delay = min(max(next_at - time.time(), 0.0), MAX_TICK_INTERVAL)
             await asyncio.sleep(delay)  # a timer period, not synchronization
+
+    async def _vacuum_loop(self) -> None:
+        """On a PostgreSQL server whose autovacuum is off, VACUUM the busy tables now
+        and then (see ``store.vacuum``), off the database thread: handling messages
+        never waits for it."""
+        try:
+            if not await asyncio.to_thread(needs_vacuuming, self.engine):
+                return
+        except Exception as exc:  # noqa: BLE001 - a missing upkeep must not stop the node
+            log.warning("cannot tell whether the database needs vacuuming: %s", exc)
+            return
+        log.info(
+            "the database server's autovacuum is off: vacuuming busy tables every %.0fs",
+            VACUUM_INTERVAL,
+        )
+        while True:
+            await asyncio.sleep(VACUUM_INTERVAL)  # a period, not synchronization
+            try:
+                await asyncio.to_thread(vacuum_busy_tables, self.engine)
+            except Exception as exc:  # noqa: BLE001 - tried again next period
+                log.warning("vacuuming failed, trying again in %.0fs: %s", VACUUM_INTERVAL, exc)
 
     async def _until_idle(self) -> None:
         """Wait until no delivery waits to be handled, at most ``max_timer_deferral``."""
