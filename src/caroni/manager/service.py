@@ -158,8 +158,9 @@ class ManagerRole:
             tx.subject = workflow_id
             tx.send_all(handlers.on_tick(loaded.workflow, tx.now, self.timings))
             tx.flush()  # each workflow's messages logged under its own id
-        self._save_opened(tx)  # so that the next wake below counts these workflows' timers
-        if self.max_running:
+        # Written now, so that the next wake below counts these workflows' timers.
+        admitted = self._save_opened(tx)
+        if self.max_running and not admitted:
             self._admit(tx)  # should room have come some other way (a replica, a restart)
         return self.store.next_wake(tx.conn)
 
@@ -213,7 +214,9 @@ class ManagerRole:
             # Read already in this transaction: the copy read first counts.
             opened.setdefault(found.workflow.id, found)
 
-    def _save_opened(self, tx: Tx) -> None:
+    def _save_opened(self, tx: Tx) -> bool:
+        """Write back the workflows read; start waiting ones in place of those that
+        ended (True when it tried)."""
         opened = self._opened(tx)
         ended = any(
             loaded.workflow.state.finished and not loaded.finished for loaded in opened.values()
@@ -221,6 +224,8 @@ class ManagerRole:
         self.store.save(tx.conn, opened.values())
         if self.max_running and ended:
             self._admit(tx)
+            return True
+        return False
 
     def _running(self, tx: Tx) -> int:
         """Workflows requesting or running steps (counted once per transaction)."""

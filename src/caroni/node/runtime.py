@@ -109,7 +109,7 @@ class Batch:
     outgoing: list[dict[str, Any]] = field(default_factory=list)
     traffic: list[dict[str, Any]] = field(default_factory=list)
     after_commit: list[Callable[[], None]] = field(default_factory=list)
-    before_write: list[Callable[[], None]] = field(default_factory=list)
+    before_write: list[Callable[[], object]] = field(default_factory=list)  # results ignored
     # Roles keep what they read once per transaction here (e.g. workflow aggregates
     # locked for this transaction), to write it back once in ``before_write``.
     shared: dict[str, Any] = field(default_factory=dict)
@@ -181,7 +181,7 @@ class Tx:
     def after_commit(self, callback: Callable[[], None]) -> None:
         self.batch.after_commit.append(callback)
 
-    def before_write(self, callback: Callable[[], None]) -> None:
+    def before_write(self, callback: Callable[[], object]) -> None:
         self.batch.before_write.append(callback)
 
     def record(
