@@ -223,9 +223,7 @@ class AgentRole:
             for job in self.store.jobs(tx.conn, job_uuids):
                 unit.jobs.setdefault(job.job_uuid, job)
         if request_uuids:
-            for offer in self.store.open_offers_for(tx.conn, request_uuids):
-                unit.open_offers[(offer.request_uuid, offer.manager_key)] = offer
-            unit.requests_read.update(request_uuids)
+            self._read_open_offers(tx, unit, request_uuids)
 
     def _unit(self, tx: Tx) -> _Unit:
         unit: _Unit | None = tx.shared.get("agent")
@@ -252,10 +250,13 @@ class AgentRole:
     def _standing_offer(self, tx: Tx, request_uuid: str, manager_key: str) -> Offer | None:
         unit = self._unit(tx)
         if request_uuid not in unit.requests_read:
-            for offer in self.store.open_offers_for(tx.conn, [request_uuid]):
-                unit.open_offers[(offer.request_uuid, offer.manager_key)] = offer
-            unit.requests_read.add(request_uuid)
+            self._read_open_offers(tx, unit, [request_uuid])
         return unit.open_offers.get((request_uuid, manager_key))
+
+    def _read_open_offers(self, tx: Tx, unit: _Unit, request_uuids: list[str]) -> None:
+        for offer in self.store.open_offers_for(tx.conn, request_uuids):
+            unit.open_offers[(offer.request_uuid, offer.manager_key)] = offer
+        unit.requests_read.update(request_uuids)
 
     def _write(self, tx: Tx) -> None:
         """Write the offers made and the jobs changed so far in this transaction."""

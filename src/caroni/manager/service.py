@@ -127,7 +127,7 @@ class ManagerRole:
                 tx.now,
             )
         self._opened(tx)[workflow.id] = Loaded(workflow)
-        if workflow.state == handlers.WorkflowState.RUNNING:
+        if self.max_running and workflow.state == handlers.WorkflowState.RUNNING:
             tx.shared["running"] = self._running(tx) + 1
         tx.subject = workflow.id
         tx.send_all(sends)
@@ -188,15 +188,14 @@ class ManagerRole:
         return loaded
 
     def _by_key(self, tx: Tx, key: str) -> Loaded | None:
-        opened = self._opened(tx)
-        for loaded in opened.values():
-            if key in loaded.keys:
-                return loaded
-        self._read_by_keys(tx, [key])
-        for loaded in opened.values():
-            if key in loaded.keys:
-                return loaded
-        return None
+        found = self._opened_with_key(tx, key)
+        if found is None:
+            self._read_by_keys(tx, [key])
+            found = self._opened_with_key(tx, key)
+        return found
+
+    def _opened_with_key(self, tx: Tx, key: str) -> Loaded | None:
+        return next((loaded for loaded in self._opened(tx).values() if key in loaded.keys), None)
 
     def prefetch(self, tx: Tx, incoming: Sequence[Incoming]) -> None:
         """Read the workflows a batch of messages concern in one statement."""
