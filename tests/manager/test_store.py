@@ -10,7 +10,10 @@ import pytest
 from sqlalchemy import Connection, Engine, select, text, update
 
 from caroni.demo import demo_template_paths
-from caroni.manager.store import WorkflowStore
+from caroni.manager import store as store_module
+from caroni.manager.handlers import create_workflow
+from caroni.manager.model import WorkflowState
+from caroni.manager.store import Loaded, WorkflowStore
 from caroni.manager.templates import Template, load_template_file
 from caroni.store import create_db_engine, migrate
 from caroni.store.tables import templates, workflows
@@ -129,3 +132,92 @@ def test_a_tick_skips_the_workflows_another_replica_holds(pg_engine: Engine) -> 
             assert store.due(ticking, NOW) == ["b" * 32]
         with ticking.begin():
             assert store.due(ticking, NOW + 60) == ["b" * 32, "a" * 32]
+
+
+def stored_workflow(engine: Engine, store: WorkflowStore, workflow_id: str = "c" * 32) -> Loaded:
+    """A running test_simple workflow, inserted and committed by ``store``."""
+    workflow, _ = create_workflow(
+        demo_template("test_simple"),
+        workflow_id=workflow_id,
+        template_name="t",
+        name="",
+        inputs={"start_message": "hi"},
+        submitter="",
+        max_attempts=0,
+        now=NOW,
+    )
+    loaded = Loaded(workflow)
+    with engine.begin() as conn:
+        store.save(conn, [loaded])
+    store.remember([loaded])
+    return loaded
+
+
+def test_a_committed_workflow_is_read_again_without_parsing(engine: Engine) -> None:
+    store = WorkflowStore()
+    stored = stored_workflow(engine, store)
+    with engine.begin() as conn:
+        (again,) = store.load_by_keys(conn, stored.keys)
+        assert again.workflow is stored.workflow
+        # Taken out while this transaction holds it: a second read parses its own copy.
+        other = store.load(conn, stored.workflow.id)
+        assert other is not None and other.workflow is not stored.workflow
+        assert other.workflow == stored.workflow
+        again.workflow.name = "changed"
+        store.save(conn, [again])
+    store.remember([again])
+    with engine.begin() as conn:
+        latest = store.load(conn, stored.workflow.id)
+        assert latest is not None and latest.workflow is again.workflow
+        assert latest.version == 2
+
+
+def test_a_rolled_back_change_is_not_read_back(engine: Engine) -> None:
+    store = WorkflowStore()
+    stored = stored_workflow(engine, store)
+    with engine.connect() as conn, conn.begin() as transaction:
+        changed = store.load(conn, stored.workflow.id)
+        assert changed is not None and changed.workflow is stored.workflow
+        changed.workflow.name = "rolled back"
+        store.save(conn, [changed])
+        transaction.rollback()  # so the change is never remembered
+    with engine.begin() as conn:
+        again = store.load(conn, stored.workflow.id)
+        assert again is not None and again.workflow.name == "" and again.version == 1
+
+
+def test_a_workflow_another_replica_changed_is_parsed_afresh(engine: Engine) -> None:
+    mine, theirs = WorkflowStore(), WorkflowStore()
+    stored = stored_workflow(engine, mine)
+    with engine.begin() as conn:
+        their_copy = theirs.load(conn, stored.workflow.id)
+        assert their_copy is not None
+        their_copy.workflow.name = "theirs"
+        theirs.save(conn, [their_copy])
+    with engine.begin() as conn:
+        again = mine.load(conn, stored.workflow.id)
+        assert again is not None and again.workflow is not stored.workflow
+        assert again.workflow.name == "theirs" and again.version == 2
+
+
+def test_only_unfinished_workflows_are_kept_and_only_so_many(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "PARSED_CACHE_SIZE", 2)
+    store = WorkflowStore()
+    workflows_kept = [stored_workflow(engine, store, str(n) * 32) for n in range(3)]
+    with engine.begin() as conn:
+        finished = store.load(conn, workflows_kept[2].workflow.id)
+        assert finished is not None
+        finished.workflow.state = WorkflowState.COMPLETED
+        store.save(conn, [finished])
+    store.remember([finished])
+    with engine.begin() as conn:
+        keys = set().union(*(item.keys for item in workflows_kept))
+        read = {item.workflow.id: item for item in store.load_by_keys(conn, keys)}
+    # The first was pushed out by the third, which is finished and no longer kept.
+    assert [read[item.workflow.id].workflow is item.workflow for item in workflows_kept] == [
+        False,
+        True,
+        False,
+    ]

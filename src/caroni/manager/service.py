@@ -176,6 +176,7 @@ class ManagerRole:
         if opened is None:
             opened = tx.shared["workflows"] = {}
             tx.before_write(lambda: self._save_opened(tx))
+            tx.after_commit(lambda: self.store.remember(opened.values()))
         return opened
 
     def _load(self, tx: Tx, workflow_id: str) -> Loaded | None:

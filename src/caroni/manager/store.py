@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,12 +23,12 @@ from caroni.store.tables import templates, workflow_routes, workflows
 # are read FOR UPDATE: on PostgreSQL, replicas sharing the database take turns with
 # a workflow (SQLite, which locks the whole database, leaves the clause out).
 _LOAD = (
-    select(workflows.c.doc, workflows.c.version)
+    select(workflows.c.id, workflows.c.doc, workflows.c.version)
     .where(workflows.c.id == bindparam("workflow_id"))
     .with_for_update()
 )
 _LOAD_BY_KEYS = (
-    select(workflows.c.doc, workflows.c.version)
+    select(workflows.c.id, workflows.c.doc, workflows.c.version)
     .where(
         workflows.c.id.in_(
             select(workflow_routes.c.workflow_id).where(
@@ -43,6 +45,9 @@ _UPDATE_WORKFLOWS = update(workflows).where(
     workflows.c.id == bindparam("b_id"), workflows.c.version == bindparam("b_version")
 )
 _INSERT_ROUTES = insert(workflow_routes)
+# How many parsed workflows a manager keeps (see ``WorkflowStore.remember``): more
+# than it runs at once by default, so that the running ones stay parsed.
+PARSED_CACHE_SIZE = 1024
 _COUNT_RUNNING = select(func.count()).where(
     workflows.c.state.in_([str(WorkflowState.RUNNING), str(WorkflowState.STALLED)])
 )
@@ -69,6 +74,15 @@ class WorkflowStore:
     def __init__(self, timings: Timings = DEFAULT_TIMINGS) -> None:
         self.timings = timings
         self._template_cache: dict[str, tuple[int, Template]] = {}
+        # Workflows as this process committed them, by id, with their version: a read
+        # that finds the row still at that version takes the object instead of
+        # parsing the JSON again (the largest cost of a manager's transaction). A read
+        # takes the object out, so that only one transaction ever holds it; it comes
+        # back only once that transaction committed, so a rollback never leaves a
+        # half-changed copy behind. Another process's write bumps the version, so a
+        # replica sharing the database never reads a stale copy.
+        self._parsed: OrderedDict[str, tuple[int, Workflow, set[str]]] = OrderedDict()
+        self._parsed_lock = threading.Lock()  # reads on the database thread, puts after commit
 
     # --- workflows --------------------------------------------------------------------
 
@@ -85,8 +99,13 @@ class WorkflowStore:
     ) -> list[Loaded]:
         loaded = []
         for row in conn.execute(query, params):
-            workflow = Workflow.model_validate_json(row.doc)
-            keys = workflow.route_keys()
+            with self._parsed_lock:
+                parsed = self._parsed.pop(row.id, None)
+            if parsed is not None and parsed[0] == row.version:
+                _, workflow, keys = parsed
+            else:
+                workflow = Workflow.model_validate_json(row.doc)
+                keys = workflow.route_keys()
             finished = workflow.state.finished
             loaded.append(Loaded(workflow, row.version, keys, row.doc, finished))
         return loaded
@@ -136,6 +155,21 @@ class WorkflowStore:
             item.keys = keys
             item.finished = item.workflow.state.finished
 
+    def remember(self, loaded: Iterable[Loaded]) -> None:
+        """Keep these workflows parsed for the next read (call once their transaction
+        has committed). Finished ones are rarely read again; the least recently
+        committed go first when there are too many."""
+        with self._parsed_lock:
+            for item in loaded:
+                workflow_id = item.workflow.id
+                if item.version and not item.workflow.state.finished:
+                    self._parsed[workflow_id] = (item.version, item.workflow, item.keys)
+                    self._parsed.move_to_end(workflow_id)
+                else:
+                    self._parsed.pop(workflow_id, None)
+            while len(self._parsed) > PARSED_CACHE_SIZE:
+                self._parsed.popitem(last=False)
+
     def count_running(self, conn: Connection) -> int:
         return conn.execute(_COUNT_RUNNING).scalar_one()
 
@@ -143,7 +177,7 @@ class WorkflowStore:
         """Created workflows waiting for their turn, oldest first (none another
         replica holds)."""
         query = (
-            select(workflows.c.doc, workflows.c.version)
+            select(workflows.c.id, workflows.c.doc, workflows.c.version)
             .where(workflows.c.state == str(WorkflowState.CREATED))
             .order_by(workflows.c.created_at)
             .limit(limit)
