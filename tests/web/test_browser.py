@@ -224,3 +224,19 @@ async def test_template_problems_appear_next_to_the_field(
     await page.goto(sites.manager.site_url + "templates/fan_out_fan_in")
     await page.wait_for_selector("svg.dag")
     await shot(page, "manager-template")
+
+
+async def test_the_api_docs_render_without_the_internet(sites: LocalCluster, context: Any) -> None:
+    site = sites.manager.site_url.rstrip("/")
+
+    async def only_the_site(route: Any) -> None:  # as where the internet is out of reach
+        if route.request.url.startswith(site + "/"):
+            await route.continue_()
+        else:
+            await route.abort()
+
+    await context.route("**/*", only_the_site)
+    page = await context.new_page()
+    await page.goto(site + "/api/docs")
+    await page.get_by_text("/api/v1/workflows/{workflow_id}/cancel").wait_for()
+    await shot(page, "api-docs")

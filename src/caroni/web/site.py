@@ -30,6 +30,7 @@ from fastapi.responses import (
 )
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from markupsafe import Markup
 from sqlalchemy import Engine
 from starlette.datastructures import FormData
@@ -262,18 +263,27 @@ bearer = HTTPBearer(auto_error=False, description="An API token from `caroni use
 
 def new_app(site: Site, *, api: bool) -> FastAPI:
     """The FastAPI app with what every site has: login, logout, assets, headers."""
-    app = FastAPI(
-        title=f"Caroni {site.info.role} {site.info.name}",
-        version=VERSION,
-        description=(
+    settings: dict[str, Any] = {
+        "title": f"Caroni {site.info.role} {site.info.name}",
+        "version": VERSION,
+        "description": (
             "The HTTP API of a Caroni manager: list templates, start workflows, follow "
             "them and cancel them. Authenticate with `Authorization: Bearer <token>`; "
             "make a token with `caroni user token USERNAME --db ...`."
         ),
-        openapi_url="/api/openapi.json" if api else None,
-        docs_url="/api/docs" if api else None,
-        redoc_url=None,
-    )
+        "redoc_url": None,
+    }
+    if api:
+        # The docs page's scripts come from the site itself, not from a CDN: sites
+        # often run where the internet is out of reach.
+        app = FastAPIOffline(
+            openapi_url="/api/openapi.json",
+            docs_url="/api/docs",
+            static_url="/api/docs/assets",
+            **settings,
+        )
+    else:
+        app = FastAPI(openapi_url=None, docs_url=None, **settings)
     app.state.site = site
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
