@@ -13,6 +13,9 @@ Progress and results are read straight from the nodes' databases (the manager's
 ``workflows``, the agents' ``jobs``, every node's ``dead_letters`` and ``outbox``),
 never from a reply queue that a broker restart would take away.
 
+A quarter of the workflows is held back and submitted only once every event has
+struck, so that nodes, however fast, cannot finish the run before the chaos.
+
 The run passes when every workflow completed with the correct output within the
 timeout. Job bodies that ran more than once (allowed after an agent crash) and
 dead letters are counted and shown. Everything the run creates (processes, vhost,
@@ -116,6 +119,10 @@ class ChaosOptions:
     restart_broker: bool = True  # restart the RabbitMQ application once
     # Chaos strikes when a random share of the jobs in this range is done.
     window: tuple[float, float] = (0.05, 0.6)
+    # This share of the workflows is submitted only once every chaos event has struck,
+    # so that however fast the nodes are, the run cannot end before the chaos does.
+    # Must leave the window's shares of the jobs reachable without them.
+    reserve: float = 0.25
     node_down: tuple[float, float] = (0.5, 3.0)  # seconds a killed node stays down
     broker_down: tuple[float, float] = (1.0, 4.0)  # seconds the broker stays stopped
     slots: int = 2  # jobs each agent runs at once
@@ -574,6 +581,23 @@ class _Run:
         event.back_at = self.now()
         self.out(f"[{self.now():6.1f}s] {event.target} restarted")
 
+    async def submit_reserve(
+        self, amqp_url: str, manager_key: str, reserve: list[tuple[uuid.UUID, str]]
+    ) -> None:
+        """Submit the workflows held back, once every chaos event has struck (and the
+        broker runs)."""
+        events = self.report.events
+        async with self.changed:  # the monitor notifies after every look
+            await self.changed.wait_for(
+                lambda: self.ended or all(event.struck_at is not None for event in events)
+            )
+        async with self.gate:
+            await self.gate.wait_for(lambda: self.broker_up)
+        if self.ended:
+            return
+        await _submit(amqp_url, manager_key, reserve)
+        self.out(f"[{self.now():6.1f}s] submitted the {len(reserve)} workflows held back")
+
     async def broker_event(self, event: ChaosEvent) -> None:
         if not await self.wait_for_progress(event.threshold):
             return
@@ -697,12 +721,16 @@ async def _run_chaos(options: ChaosOptions, report: ChaosReport, out: Out, work:
         manager_key = keys[0]
         run.observer = Observer(urls)
 
+        held = round(options.reserve * options.workflows) if report.events else 0
+        first, reserve = ids_inputs[: len(ids_inputs) - held], ids_inputs[len(ids_inputs) - held :]
         run.t0 = time.monotonic()
-        await _submit(amqp_url, manager_key, ids_inputs)
-        out(f"[{run.now():6.1f}s] submitted {options.workflows} workflows to {manager_key}")
+        await _submit(amqp_url, manager_key, first)
+        out(f"[{run.now():6.1f}s] submitted {len(first)} workflows to {manager_key}")
         for event in report.events:
             handler = run.broker_event if event.target == BROKER else run.node_event
             tasks.append(asyncio.create_task(handler(event)))
+        if reserve:
+            tasks.append(asyncio.create_task(run.submit_reserve(amqp_url, manager_key, reserve)))
 
         await _monitor(run, tasks)
         if not report.timed_out and not report.errors:
@@ -840,6 +868,12 @@ def run_chaos(options: ChaosOptions, out: Out = print) -> ChaosReport:
     missing = services_missing()
     if missing:
         report.errors.append(f"not available: {missing}")
+        return report
+    if options.window[1] >= 1.0 - options.reserve:
+        report.errors.append(
+            f"the chaos window must end below {1.0 - options.reserve:.2f} of the jobs: the "
+            f"{options.reserve:.0%} of workflows held back until the chaos struck add the rest"
+        )
         return report
     out(
         f"chaos run: {options.workflows} workflows, seed {seed}, timeout {options.timeout:.0f}s"
