@@ -79,10 +79,38 @@ def test_write_returns_outbox_ids_in_order_and_forgets_published_rows(engine: En
     }
 
 
-def test_a_driver_error_is_raised_as_sqlalchemys_and_rolls_back(engine: Engine) -> None:
+def _outbox_rows(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(outbox)).scalar_one())
+
+
+def test_a_last_write_commits_with_its_statements_on_postgresql(engine: Engine) -> None:
+    statements = ShellStatements(engine.dialect.name)
+    with engine.begin() as conn:
+        statements.write(
+            conn, published_ids=[], outgoing=_outgoing(2), traffic=_traffic(2), commit=True
+        )
+        if engine.dialect.name == "postgresql":
+            # Another connection sees them before SQLAlchemy ends the transaction:
+            # the COMMIT went in the writes' round trip. (SQLite commits as the
+            # transaction ends, and holds its write lock until then.)
+            assert _outbox_rows(engine) == 2
+    assert _outbox_rows(engine) == 2
+
+
+@pytest.mark.parametrize("commit", [False, True])
+def test_a_driver_error_is_raised_as_sqlalchemys_and_rolls_back(
+    engine: Engine, commit: bool
+) -> None:
     statements = ShellStatements(engine.dialect.name)
     with pytest.raises(IntegrityError), engine.begin() as conn:
-        statements.write(conn, published_ids=[], outgoing=_outgoing(1), traffic=_traffic(1, None))
+        statements.write(
+            conn,
+            published_ids=[],
+            outgoing=_outgoing(1),
+            traffic=_traffic(1, None),
+            commit=commit,
+        )
     with engine.begin() as conn:  # the connection is usable again, nothing was written
         assert conn.execute(select(func.count()).select_from(outbox)).scalar_one() == 0
         statements.write(conn, published_ids=[], outgoing=_outgoing(1), traffic=_traffic(1))

@@ -118,11 +118,16 @@ class Batch:
         self, conn: Connection, statements: ShellStatements, published_ids: list[int]
     ) -> list[tuple[int, OutgoingMessage]]:
         """Write everything queued and forget the outbox rows published since the last
-        write; return the outgoing messages with their outbox ids."""
+        write, as the transaction's last statements (they may commit it); return the
+        outgoing messages with their outbox ids."""
         for callback in self.before_write:
             callback()
         ids = statements.write(
-            conn, published_ids=published_ids, outgoing=self.outgoing, traffic=self.traffic
+            conn,
+            published_ids=published_ids,
+            outgoing=self.outgoing,
+            traffic=self.traffic,
+            commit=True,
         )
         return [
             (row_id, OutgoingMessage(r["routing_key"], r["body"], r["reply_to"], r["message_id"]))
@@ -361,8 +366,9 @@ class Node:
         )
 
     def _write(self, conn: Connection, batch: Batch) -> list[tuple[int, OutgoingMessage]]:
-        """Write a transaction's queued rows, and delete outbox rows published since the
-        last write (should this transaction roll back, they are deleted by a later one)."""
+        """End a transaction: write its queued rows, and delete outbox rows published
+        since the last write (should this transaction roll back, they are deleted by a
+        later one). Nothing may run in the transaction after this."""
         with self._published_lock:
             done, self._published_ids = self._published_ids, []
         try:

@@ -7,8 +7,9 @@ statement and result machinery they cost more than the database work itself
 (measured on PostgreSQL: 3.2 ms of a one-message transaction against 1.4 ms as
 plain SQL), and they run once per transaction on the path of every message. So
 they are plain SQL on the driver's cursor, inside the transaction SQLAlchemy
-opened. On PostgreSQL the writes travel to the server together in one pipelined
-round trip, and the inbox claim travels with the transaction's BEGIN.
+opened. On PostgreSQL the writes and the COMMIT travel to the server together in
+one pipelined round trip, and the inbox claim travels with the transaction's
+BEGIN.
 
 Driver errors are raised as SQLAlchemy's own exception classes, as if SQLAlchemy
 had run the statement, so that callers handle both alike.
@@ -93,9 +94,15 @@ class ShellStatements:
         published_ids: Sequence[int],
         outgoing: Sequence[dict[str, Any]],
         traffic: Sequence[dict[str, Any]],
+        commit: bool = False,
     ) -> list[int]:
         """Delete published outbox rows, insert the outgoing messages and the traffic
-        rows; return the new outbox row ids in the order of ``outgoing``."""
+        rows; return the new outbox row ids in the order of ``outgoing``.
+
+        ``commit``: these are the transaction's last statements, so on PostgreSQL its
+        COMMIT goes with them, saving a round trip (SQLAlchemy's own commit then
+        finds nothing to do). SQLite commits as SQLAlchemy ends the transaction.
+        """
         row_ids: dict[str, int] = {}
         with self._cursor(conn) as (cursor, pipeline):
             # One cursor per outbox insert: each holds its RETURNING rows until read.
@@ -109,6 +116,8 @@ class ShellStatements:
                     cursor.execute(sql, params)
                 for sql, params, insert_cursor in inserts:
                     insert_cursor.execute(f"{sql} RETURNING id, message_id", params)
+                if commit and self.postgres:
+                    cursor.execute("COMMIT")
             for _, _, insert_cursor in inserts:
                 row_ids.update((message_id, id_) for id_, message_id in insert_cursor.fetchall())
                 insert_cursor.close()
