@@ -17,6 +17,7 @@ from caroni.agent.model import Policy
 from caroni.console import ProgressPrinter, console, errors, print_outputs
 from caroni.errors import CaroniError
 from caroni.manager.handlers import DEFAULT_TIMINGS, Timings
+from caroni.store import display_url
 from caroni.web.cli import app as user_app
 
 app = typer.Typer(
@@ -123,12 +124,17 @@ def demo(
     raise typer.Exit(demo_main(message, template, agents, data_dir, http=http if serve else None))
 
 
-async def _serve_until_signalled(start, stop) -> None:  # type: ignore[no-untyped-def]
+async def _serve_until_signalled(start, stop, transport) -> None:  # type: ignore[no-untyped-def]
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
-    await start()
+    try:
+        await start()
+    except BaseException:
+        # Closed, or its reconnection would go on in the background of the error.
+        await transport.close()
+        raise
     try:
         await stopping.wait()
     finally:
@@ -227,7 +233,7 @@ def manager(
         await node.stop()
         await transport.close()
 
-    _run_service(start, stop)
+    _run_service(start, stop, transport)
 
 
 @app.command()
@@ -311,7 +317,7 @@ def agent(
         await node.stop()
         await transport.close()
 
-    _run_service(start, stop)
+    _run_service(start, stop, transport)
 
 
 async def _announce_site(node) -> None:  # type: ignore[no-untyped-def]
@@ -327,7 +333,8 @@ async def _announce_site(node) -> None:  # type: ignore[no-untyped-def]
 
     if await node.node.db(_count_users, node.engine, user_count) == 0:
         console.print(
-            f"no users yet: add one with `caroni user add NAME --db {node.db_url}` to log in"
+            f"no users yet: add one with `caroni user add NAME --db {display_url(node.db_url)}`"
+            " to log in"
         )
 
 
@@ -336,9 +343,9 @@ def _count_users(engine, count) -> int:  # type: ignore[no-untyped-def]
         return int(count(conn))
 
 
-def _run_service(start, stop) -> None:  # type: ignore[no-untyped-def]
+def _run_service(start, stop, transport) -> None:  # type: ignore[no-untyped-def]
     try:
-        asyncio.run(_serve_until_signalled(start, stop))
+        asyncio.run(_serve_until_signalled(start, stop, transport))
     except CaroniError as exc:
         raise _fail(str(exc)) from exc
 
@@ -550,11 +557,9 @@ def keys_show(
 
 
 def _node_db(db: str):  # type: ignore[no-untyped-def]
-    from caroni.store import create_db_engine, migrate
+    from caroni.store import open_node_db
 
-    engine = create_db_engine(db)
-    migrate(engine)
-    return engine
+    return open_node_db(db)
 
 
 @trust_app.command("add")
@@ -625,4 +630,8 @@ def trust_remove(name: Annotated[str, typer.Argument()], db: NodeDb) -> None:
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except CaroniError as exc:  # one a command did not put in its own words
+        errors.print(f"[red]error:[/] {escape(str(exc))}")
+        raise SystemExit(2) from None

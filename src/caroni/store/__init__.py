@@ -1,6 +1,23 @@
 """Each node's own state: engine set-up, migrations, and the tables of both roles."""
 
-from caroni.store.db import create_db_engine, migrate, node_uuid, normalize_url
+from caroni.store.db import (
+    create_db_engine,
+    database_unusable,
+    display_url,
+    migrate,
+    node_uuid,
+    normalize_url,
+    open_node_db,
+)
 from caroni.store.tables import metadata
 
-__all__ = ["create_db_engine", "metadata", "migrate", "node_uuid", "normalize_url"]
+__all__ = [
+    "create_db_engine",
+    "database_unusable",
+    "display_url",
+    "metadata",
+    "migrate",
+    "node_uuid",
+    "normalize_url",
+    "open_node_db",
+]

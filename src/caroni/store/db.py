@@ -16,7 +16,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, func, select
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from caroni.errors import ConfigError
 from caroni.store.tables import node_identity
@@ -39,6 +39,16 @@ def normalize_url(url: str) -> str:
     return url
 
 
+def display_url(url: str) -> str:
+    """A database URL as given, for people to read: the password hidden."""
+    if "://" not in url:
+        return url  # a SQLite path
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - not a URL we can parse: show none of it
+        return "(unreadable database URL)"
+
+
 def create_db_engine(url: str) -> Engine:
     """An engine tuned for Caroni's access pattern (short write transactions)."""
     url = normalize_url(url)
@@ -48,7 +58,13 @@ def create_db_engine(url: str) -> Engine:
         raise ConfigError(f"not a database URL: {url!r}") from exc
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(parsed.database).parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot make the folder {folder} for the database: {exc.strerror}"
+                ) from None
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         # pysqlite's own transaction handling defers BEGIN; take control so that
@@ -60,6 +76,23 @@ def create_db_engine(url: str) -> Engine:
     # caller already retries (deliveries go back to the broker), and the pool
     # replaces it.
     return create_engine(url, pool_size=5, max_overflow=5)
+
+
+def open_node_db(url: str) -> Engine:
+    """A node's database with its schema brought up to date; a ConfigError saying why
+    when it cannot be reached or used."""
+    engine = create_db_engine(url)
+    try:
+        migrate(engine)
+    except DBAPIError as exc:
+        engine.dispose()
+        raise database_unusable(url, exc) from None
+    return engine
+
+
+def database_unusable(url: str, exc: DBAPIError) -> ConfigError:
+    """The error for a database that refused us: which one (no password), and why."""
+    return ConfigError(f"cannot use the database {display_url(url)}: {exc.orig}")
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]

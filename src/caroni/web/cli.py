@@ -41,11 +41,9 @@ PasswordStdin = Annotated[
 
 
 def _engine(db: str):  # type: ignore[no-untyped-def]
-    from caroni.store import create_db_engine, migrate
+    from caroni.store import open_node_db
 
-    engine = create_db_engine(db)
-    migrate(engine)  # so that a user can be made before the node first starts
-    return engine
+    return open_node_db(db)  # migrated, so that a user can be made before the node starts
 
 
 def _password(from_stdin: bool) -> str:
