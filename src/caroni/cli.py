@@ -74,6 +74,8 @@ DEFAULT_AMQP = "amqp://guest:guest@127.0.0.1:5672/"
 def _logging(verbose: int) -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if verbose >= 2:
+        logging.getLogger(_AIORMQ_CONNECTION).setLevel(logging.NOTSET)
 
 
 def _amqp(url: str, exchange: str, compat: bool):  # type: ignore[no-untyped-def]
@@ -629,7 +631,13 @@ def trust_remove(name: Annotated[str, typer.Argument()], db: NodeDb) -> None:
     console.print(f"no longer trusting {name}")
 
 
+# aiormq logs every failed connection attempt as an error of its own, in its words;
+# the transport says the same in Caroni's (with the password masked). -vv shows both.
+_AIORMQ_CONNECTION = "aiormq.connection"
+
+
 def main() -> None:
+    logging.getLogger(_AIORMQ_CONNECTION).setLevel(logging.CRITICAL)
     try:
         app()
     except CaroniError as exc:  # one a command did not put in its own words

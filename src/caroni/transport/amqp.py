@@ -399,7 +399,8 @@ class AmqpTransport(Transport):
             )
 
     def _on_reconnected(self, _sender: object) -> None:
-        log.info("reconnected to %s", mask_url(self._settings.url))
+        # As loud as the loss it ends: an operator who saw one should see the other.
+        log.warning("reconnected to %s", mask_url(self._settings.url))
 
     async def close(self) -> None:
         async with self._connect_lock:
