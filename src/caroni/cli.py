@@ -28,6 +28,27 @@ app = typer.Typer(
 )
 app.add_typer(user_app, name="user")
 
+
+def _print_version(given: bool) -> None:
+    if given:
+        from caroni import __version__
+
+        console.print(f"caroni {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    """Caroni: federated workflows over a message broker."""
+
+
 AmqpUrl = Annotated[
     str,
     typer.Option("--amqp", envvar="CARONI_AMQP_URL", help="RabbitMQ URL."),

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hmac
-import importlib.metadata
 import secrets
 import time
 import urllib.parse
@@ -36,6 +35,7 @@ from sqlalchemy import Engine
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from caroni import __version__
 from caroni.node.runtime import Node
 from caroni.store.summary import summarize
 from caroni.web import auth
@@ -43,10 +43,7 @@ from caroni.web.states import states_css
 
 T = TypeVar("T")
 
-try:
-    VERSION = importlib.metadata.version("caroni")
-except importlib.metadata.PackageNotFoundError:  # running from a source tree
-    VERSION = "dev"
+VERSION = __version__
 
 HERE = Path(__file__).parent
 LIVE_HEADER = "X-Caroni-Live"  # sent by live.js: answer 401 instead of a login redirect
