@@ -76,7 +76,7 @@ class WorkflowStore:
         self._template_cache: dict[str, tuple[int, Template]] = {}
         # Workflows as this process committed them, by id, with their version: a read
         # that finds the row still at that version takes the object instead of
-        # parsing the JSON again (the largest cost of a manager's transaction). A read
+        # parsing the JSON again (a cost that grows with the workflow). A read
         # takes the object out, so that only one transaction ever holds it; it comes
         # back only once that transaction committed, so a rollback never leaves a
         # half-changed copy behind. Another process's write bumps the version, so a
