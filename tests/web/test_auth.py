@@ -20,6 +20,8 @@ async def test_every_page_needs_a_login(
         (manager_site, "/templates/test_simple"),
         (agent_site, "/jobs"),
         (agent_site, "/job-types"),
+        (manager_site, "/users"),
+        (agent_site, "/users"),
     ]:
         response = await client.get(path)
         assert response.status_code == 303

@@ -198,6 +198,9 @@ async def test_manager_and_agent_logins_side_by_side(sites: LocalCluster, contex
         assert "/login" not in tab.url, "logging into the other node logged this one out"
         await tab.get_by_role("heading", name=heading, level=1).wait_for()
     await shot(agent_tab, "agent-jobs-empty")
+    await manager_tab.get_by_role("link", name="Users").click()
+    await manager_tab.get_by_role("heading", name="Users", level=1).wait_for()
+    await shot(manager_tab, "manager-users")
 
     # Logging out of one leaves the other logged in.
     await agent_tab.get_by_role("button", name="Log out").click()

@@ -25,7 +25,12 @@ from caroni.web.site import Site, SiteInfo, new_app
 if TYPE_CHECKING:
     from caroni.app import AgentNode
 
-NAV = [("/jobs", "Jobs"), ("/job-types", "Job types"), ("/dead-letters", "Dead letters")]
+NAV = [
+    ("/jobs", "Jobs"),
+    ("/job-types", "Job types"),
+    ("/dead-letters", "Dead letters"),
+    ("/users", "Users"),
+]
 NOTICES = {
     "job-type-saved": "Job type saved: the next job of this type that starts runs the new body.",
     "job-type-added": "Job type added: this agent now offers it.",

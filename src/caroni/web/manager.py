@@ -30,6 +30,7 @@ NAV = [
     ("/workflows/new", "Start a workflow"),
     ("/templates", "Templates"),
     ("/dead-letters", "Dead letters"),
+    ("/users", "Users"),
 ]
 NOTICES = {
     "template-saved": "Template saved.",

@@ -340,6 +340,10 @@ def new_app(site: Site, *, api: bool) -> FastAPI:
             request, "dead_letters.html", session=session, title="Dead letters", summary=summary
         )
 
+    from caroni.web.users import add_user_routes  # it builds on this module
+
+    add_user_routes(app, site)
+
     @app.get("/login", include_in_schema=False)
     async def login_page(request: Request, next: str = "/") -> Response:
         return _login_form(site, request, next, error="")
