@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import httpx
 import pytest
 
@@ -95,3 +97,18 @@ async def test_user_forms_need_the_sessions_csrf_token(manager_user: httpx.Async
     page = await manager_user.get("/users")
     assert ">bob<" not in page.text
     assert (await manager_user.get("/workflows")).status_code == 200
+
+
+async def test_a_manager_user_makes_an_api_token_shown_once(
+    manager_user: httpx.AsyncClient, agent_user: httpx.AsyncClient
+) -> None:
+    made = await post_form(manager_user, "/users", "/users/token", {})
+    assert made.status_code == 200
+    token = re.search(r'id="new-token">.*?<code>([^<]+)</code>', made.text)
+    assert token is not None
+    authorized = {"Authorization": f"Bearer {token.group(1)}"}
+    assert (await manager_user.get("/api/v1/templates", headers=authorized)).status_code == 200
+    assert token.group(1) not in (await manager_user.get("/users")).text
+    # An agent's site has no API, so no tokens to make.
+    assert "/users/token" not in (await agent_user.get("/users")).text
+    assert (await agent_user.post("/users/token", data={})).status_code in (404, 405)

@@ -342,7 +342,7 @@ def new_app(site: Site, *, api: bool) -> FastAPI:
 
     from caroni.web.users import add_user_routes  # it builds on this module
 
-    add_user_routes(app, site)
+    add_user_routes(app, site, api=api)
 
     @app.get("/login", include_in_schema=False)
     async def login_page(request: Request, next: str = "/") -> Response:

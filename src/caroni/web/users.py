@@ -1,6 +1,7 @@
-"""Every site's Users page: who may log in to this node; adding and removing users
-and changing one's own password. (`caroni user` does the same from the command line,
-and makes the first user.)"""
+"""Every site's Users page: who may log in to this node; adding and removing users,
+changing one's own password and, where the site has the HTTP API, making oneself an
+API token. (`caroni user` does the same from the command line, and makes the first
+user.)"""
 
 from __future__ import annotations
 
@@ -23,12 +24,15 @@ class _Refused(Exception):
     """What was asked cannot be done; shown on the page as the reason."""
 
 
-def add_user_routes(app: FastAPI, site: Site) -> None:
+def add_user_routes(app: FastAPI, site: Site, *, api: bool) -> None:
+    """The Users page's routes; ``api``: the site has the HTTP API, so users may make
+    themselves tokens for it."""
+
     @app.get("/users", include_in_schema=False)
     async def users_page(request: Request) -> Response:
         session = await site.session(request)
         notice = NOTICES.get(request.query_params.get("notice", ""), "")
-        return await _page(site, request, session, notice=notice)
+        return await _page(site, request, session, api=api, notice=notice)
 
     @app.post("/users", include_in_schema=False)
     async def add_user(request: Request) -> Response:
@@ -39,7 +43,7 @@ def add_user_routes(app: FastAPI, site: Site) -> None:
             password_hash = await _new_password_hash(form)
             await site.write(auth.add_user, username, password_hash)
         except (_Refused, auth.UserError) as exc:
-            return await _page(site, request, session, error=str(exc), username=username)
+            return await _page(site, request, session, api=api, error=str(exc), username=username)
         return RedirectResponse("/users?notice=user-added", status_code=303)
 
     @app.post("/users/remove", include_in_schema=False)
@@ -50,11 +54,11 @@ def add_user_routes(app: FastAPI, site: Site) -> None:
         if username == session.username:
             # So that at least one user is left; another user can remove this one.
             error = "You cannot remove yourself; another user can."
-            return await _page(site, request, session, error=error)
+            return await _page(site, request, session, api=api, error=error)
         try:
             await site.write(auth.remove_user, username)
         except auth.UserError as exc:
-            return await _page(site, request, session, error=str(exc))
+            return await _page(site, request, session, api=api, error=str(exc))
         return RedirectResponse("/users?notice=user-removed", status_code=303)
 
     @app.post("/users/password", include_in_schema=False)
@@ -64,12 +68,22 @@ def add_user_routes(app: FastAPI, site: Site) -> None:
         try:
             password_hash = await _new_password_hash(form)
         except _Refused as exc:
-            return await _page(site, request, session, password_error=str(exc))
+            return await _page(site, request, session, api=api, password_error=str(exc))
         # Ends every session of this user, this one too: log in with the new password.
         await site.write(auth.set_password, session.username, password_hash)
         response = RedirectResponse("/login?notice=password-changed", status_code=303)
         response.delete_cookie(site.info.cookie_name, path="/")
         return response
+
+    if api:
+
+        @app.post("/users/token", include_in_schema=False)
+        async def new_token(request: Request) -> Response:
+            session = await site.session(request)
+            await site.form(request, session)
+            token = await site.write(auth.new_api_token, session.username)
+            # Shown on this response only: the database keeps just its hash.
+            return await _page(site, request, session, api=api, token=token)
 
 
 async def _page(
@@ -77,10 +91,12 @@ async def _page(
     request: Request,
     session: auth.Session,
     *,
+    api: bool,
     notice: str = "",
     error: str = "",
     password_error: str = "",
     username: str = "",
+    token: str = "",
 ) -> Response:
     names = await site.read(auth.usernames)
     return site.render(
@@ -94,6 +110,8 @@ async def _page(
         error=error,
         password_error=password_error,
         username=username,
+        api=api,
+        token=token,
     )
 
 
