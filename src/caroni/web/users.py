@@ -40,6 +40,7 @@ def add_user_routes(app: FastAPI, site: Site, *, api: bool) -> None:
         form = await site.form(request, session)
         username = str(form.get("username", "")).strip()
         try:
+            auth.check_username(username)  # before the (slow on purpose) hashing
             password_hash = await _new_password_hash(form)
             await site.write(auth.add_user, username, password_hash)
         except (_Refused, auth.UserError) as exc:
