@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError
 
 from caroni.agent.jobtypes import JobTypeSpec, load_job_types
 from caroni.agent.model import Policy
@@ -24,7 +23,7 @@ from caroni.manager.service import DEFAULT_MAX_RUNNING, ManagerRole
 from caroni.manager.templates import Template, load_template_file
 from caroni.node.runtime import Node, Role, Tx
 from caroni.protocol import agent_key, manager_key, node_key_id
-from caroni.store import database_unusable, node_uuid, open_node_db
+from caroni.store import node_uuid, open_node_db, refused_as_config_error
 from caroni.transport.base import Transport
 from caroni.trust import NodeKey, TrustSettings, bound_nodes, trusted_keys
 
@@ -66,13 +65,10 @@ class _NodeService:
 
     def _open(self, role: Role, key_for: Callable[[uuid.UUID], str]) -> None:
         self.engine = open_node_db(self.db_url)
-        try:
+        with refused_as_config_error(self.engine, self.db_url):
             self.node_uuid = node_uuid(self.engine, role.name)
             with self.engine.connect() as conn:
                 policy = self.trust.policy(trusted_keys(conn), bound_nodes(conn))
-        except DBAPIError as exc:
-            self.engine.dispose()
-            raise database_unusable(self.db_url, exc) from None
         self.key = key_for(self.node_uuid)
         self.node = Node(
             role,

@@ -2,22 +2,22 @@
 
 from caroni.store.db import (
     create_db_engine,
-    database_unusable,
     display_url,
     migrate,
     node_uuid,
     normalize_url,
     open_node_db,
+    refused_as_config_error,
 )
 from caroni.store.tables import metadata
 
 __all__ = [
     "create_db_engine",
-    "database_unusable",
     "display_url",
     "metadata",
     "migrate",
     "node_uuid",
     "normalize_url",
     "open_node_db",
+    "refused_as_config_error",
 ]

@@ -7,9 +7,11 @@ Alembic every time a node starts.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 from alembic import command
@@ -82,17 +84,21 @@ def open_node_db(url: str) -> Engine:
     """A node's database with its schema brought up to date; a ConfigError saying why
     when it cannot be reached or used."""
     engine = create_db_engine(url)
-    try:
+    with refused_as_config_error(engine, url):
         migrate(engine)
-    except DBAPIError as exc:
-        engine.dispose()
-        raise database_unusable(url, exc) from None
     return engine
 
 
-def database_unusable(url: str, exc: DBAPIError) -> ConfigError:
-    """The error for a database that refused us: which one (no password), and why."""
-    return ConfigError(f"cannot use the database {display_url(url)}: {exc.orig}")
+@contextlib.contextmanager
+def refused_as_config_error(engine: Engine, url: str) -> Iterator[None]:
+    """The driver refusing the work inside (no server, no such database, ...) comes out
+    as a ConfigError naming the database (no password) and why; the engine is
+    disposed of."""
+    try:
+        yield
+    except DBAPIError as exc:
+        engine.dispose()
+        raise ConfigError(f"cannot use the database {display_url(url)}: {exc.orig}") from None
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
