@@ -28,11 +28,37 @@ def add_user_routes(app: FastAPI, site: Site, *, api: bool) -> None:
     """The Users page's routes; ``api``: the site has the HTTP API, so users may make
     themselves tokens for it."""
 
+    async def page(
+        request: Request,
+        session: auth.Session,
+        *,
+        notice: str = "",
+        error: str = "",
+        password_error: str = "",
+        username: str = "",
+        token: str = "",
+    ) -> Response:
+        """The page, with what this request has to show (a notice, an error, a token)."""
+        return site.render(
+            request,
+            "users.html",
+            session=session,
+            status_code=400 if error or password_error else 200,
+            title="Users",
+            users=await site.read(auth.usernames),
+            api=api,
+            notice=notice,
+            error=error,
+            password_error=password_error,
+            username=username,
+            token=token,
+        )
+
     @app.get("/users", include_in_schema=False)
     async def users_page(request: Request) -> Response:
         session = await site.session(request)
         notice = NOTICES.get(request.query_params.get("notice", ""), "")
-        return await _page(site, request, session, api=api, notice=notice)
+        return await page(request, session, notice=notice)
 
     @app.post("/users", include_in_schema=False)
     async def add_user(request: Request) -> Response:
@@ -44,7 +70,7 @@ def add_user_routes(app: FastAPI, site: Site, *, api: bool) -> None:
             password_hash = await _new_password_hash(form)
             await site.write(auth.add_user, username, password_hash)
         except (_Refused, auth.UserError) as exc:
-            return await _page(site, request, session, api=api, error=str(exc), username=username)
+            return await page(request, session, error=str(exc), username=username)
         return RedirectResponse("/users?notice=user-added", status_code=303)
 
     @app.post("/users/remove", include_in_schema=False)
@@ -54,12 +80,13 @@ def add_user_routes(app: FastAPI, site: Site, *, api: bool) -> None:
         username = str(form.get("username", ""))
         if username == session.username:
             # So that at least one user is left; another user can remove this one.
-            error = "You cannot remove yourself; another user can."
-            return await _page(site, request, session, api=api, error=error)
+            return await page(
+                request, session, error="You cannot remove yourself; another user can."
+            )
         try:
             await site.write(auth.remove_user, username)
         except auth.UserError as exc:
-            return await _page(site, request, session, api=api, error=str(exc))
+            return await page(request, session, error=str(exc))
         return RedirectResponse("/users?notice=user-removed", status_code=303)
 
     @app.post("/users/password", include_in_schema=False)
@@ -69,7 +96,7 @@ def add_user_routes(app: FastAPI, site: Site, *, api: bool) -> None:
         try:
             password_hash = await _new_password_hash(form)
         except _Refused as exc:
-            return await _page(site, request, session, api=api, password_error=str(exc))
+            return await page(request, session, password_error=str(exc))
         # Ends every session of this user, this one too: log in with the new password.
         await site.write(auth.set_password, session.username, password_hash)
         response = RedirectResponse("/login?notice=password-changed", status_code=303)
@@ -84,36 +111,7 @@ def add_user_routes(app: FastAPI, site: Site, *, api: bool) -> None:
             await site.form(request, session)
             token = await site.write(auth.new_api_token, session.username)
             # Shown on this response only: the database keeps just its hash.
-            return await _page(site, request, session, api=api, token=token)
-
-
-async def _page(
-    site: Site,
-    request: Request,
-    session: auth.Session,
-    *,
-    api: bool,
-    notice: str = "",
-    error: str = "",
-    password_error: str = "",
-    username: str = "",
-    token: str = "",
-) -> Response:
-    names = await site.read(auth.usernames)
-    return site.render(
-        request,
-        "users.html",
-        session=session,
-        status_code=400 if error or password_error else 200,
-        title="Users",
-        users=names,
-        notice=notice,
-        error=error,
-        password_error=password_error,
-        username=username,
-        api=api,
-        token=token,
-    )
+            return await page(request, session, token=token)
 
 
 async def _new_password_hash(form: FormData) -> str:
