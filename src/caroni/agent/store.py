@@ -103,8 +103,14 @@ class AgentStore:
         )
 
     def update_offer(self, conn: Connection, offer: Offer) -> None:
-        values = {"b_offer_uuid": offer.offer_uuid, "state": str(offer.state)}
-        conn.execute(_UPDATE_OFFER, values | {"job_uuid": offer.job_uuid})
+        conn.execute(
+            _UPDATE_OFFER,
+            {
+                "b_offer_uuid": offer.offer_uuid,
+                "state": str(offer.state),
+                "job_uuid": offer.job_uuid,
+            },
+        )
 
     def expire_offers(self, conn: Connection, now: float) -> int:
         result = conn.execute(

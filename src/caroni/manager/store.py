@@ -45,12 +45,13 @@ _UPDATE_WORKFLOWS = update(workflows).where(
     workflows.c.id == bindparam("b_id"), workflows.c.version == bindparam("b_version")
 )
 _INSERT_ROUTES = insert(workflow_routes)
-# How many parsed workflows a manager keeps (see ``WorkflowStore.remember``): more
-# than it runs at once by default, so that the running ones stay parsed.
-PARSED_CACHE_SIZE = 1024
 _COUNT_RUNNING = select(func.count()).where(
     workflows.c.state.in_([str(WorkflowState.RUNNING), str(WorkflowState.STALLED)])
 )
+
+# How many parsed workflows a manager keeps (see ``WorkflowStore.remember``): more
+# than it runs at once by default, so that the running ones stay parsed.
+PARSED_CACHE_SIZE = 1024
 
 
 class ConcurrentUpdate(CaroniError):

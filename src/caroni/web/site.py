@@ -43,8 +43,6 @@ from caroni.web.states import states_css
 
 T = TypeVar("T")
 
-VERSION = __version__
-
 HERE = Path(__file__).parent
 LIVE_HEADER = "X-Caroni-Live"  # sent by live.js: answer 401 instead of a login redirect
 STAMP_HEADER = "X-Caroni-Stamp"
@@ -104,7 +102,7 @@ class Site:
             lstrip_blocks=True,
         )
         env.filters.update(when=when, since=since, duration=duration, short=short, urlpart=urlpart)
-        env.globals.update(version=VERSION)
+        env.globals.update(version=__version__)
         self.templates = env
 
     # --- database ---------------------------------------------------------------------
@@ -262,7 +260,7 @@ def new_app(site: Site, *, api: bool) -> FastAPI:
     """The FastAPI app with what every site has: login, logout, assets, headers."""
     settings: dict[str, Any] = {
         "title": f"Caroni {site.info.role} {site.info.name}",
-        "version": VERSION,
+        "version": __version__,
         "description": (
             "The HTTP API of a Caroni manager: list templates, start workflows, follow "
             "them and cancel them. Authenticate with `Authorization: Bearer <token>`; "
