@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import hashlib
 import json
 import logging
 import threading
@@ -41,9 +42,12 @@ from google.protobuf.message import Message
 from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from caroni.backoff import Backoff
 from caroni.errors import EnvelopeError, SetAside
+from caroni.node.failures import GiveBacks, is_outage
 from caroni.node.shell_sql import ShellStatements
 from caroni.protocol import Opened, Signer, new_message_id, open_envelope, seal
+from caroni.protocol.bounds import MAX_MESSAGE_ID, check_delivery_fields
 from caroni.store.retention import Retention, prune
 from caroni.store.tables import dead_letters, inbox, outbox
 from caroni.store.vacuum import VACUUM_INTERVAL, needs_vacuuming, vacuum_busy_tables
@@ -70,6 +74,8 @@ MAX_TICK_INTERVAL = 1.0
 # but never longer than this, so that a node that is never idle still fires them.
 MAX_TIMER_DEFERRAL = 60.0
 MAX_SUMMARY_CHARS = 4000
+MAX_DEAD_LETTER_BODY = 64 * 1024  # bytes of a dead letter's body kept
+MAX_REASON = 8000  # characters of a dead letter's reason kept
 PRUNE_INTERVAL = 3600.0  # seconds between clean-ups of old inbox ids and traffic
 
 
@@ -129,10 +135,15 @@ class Batch:
             traffic=self.traffic,
             commit=True,
         )
-        return [
-            (row_id, OutgoingMessage(r["routing_key"], r["body"], r["reply_to"], r["message_id"]))
-            for row_id, r in zip(ids, self.outgoing, strict=True)
-        ]
+        return _outbox_rows(ids, self.outgoing)
+
+
+def _outbox_rows(ids: list[int], rows: list[dict[str, Any]]) -> list[tuple[int, OutgoingMessage]]:
+    """Outgoing messages with the outbox row ids they were written under."""
+    return [
+        (row_id, OutgoingMessage(r["routing_key"], r["body"], r["reply_to"], r["message_id"]))
+        for row_id, r in zip(ids, rows, strict=True)
+    ]
 
 
 @dataclass
@@ -292,6 +303,8 @@ class Node:
         self._published_ids: list[int] = []
         self._published_lock = threading.Lock()
         self._sweep_before: float | None = None  # publish older rows from the table first
+        self._backoff = Backoff()  # between tries of deliveries given back
+        self._give_backs = GiveBacks()
         self._consumer: Consumer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -398,7 +411,6 @@ class Node:
             self._deliveries.put_nowait(delivery)
 
     async def _handle_loop(self) -> None:
-        backoff = 0.1
         while True:
             batch = [await self._deliveries.get()]
             # One pass of the event loop lets deliveries that arrived together (a job's
@@ -406,29 +418,84 @@ class Node:
             await asyncio.sleep(0)
             while len(batch) < BATCH_SIZE and not self._deliveries.empty():
                 batch.append(self._deliveries.get_nowait())
-            try:
-                committed, published = await self.db(self._handle_batch, batch)
-            except Exception as exc:
-                # The database is unreachable or refused the commit (or, a bug, the
-                # shell itself failed): nothing of the batch took effect, so give it
-                # back and try again shortly.
-                if isinstance(exc, DBAPIError):
-                    log.warning("database error, %d deliveries requeued: %s", len(batch), exc)
-                else:
-                    log.exception("applying %d deliveries failed; requeued", len(batch))
-                for delivery in batch:
-                    await delivery.reject(requeue=True)
-                if self._deliveries.empty():
-                    self._idle.set()
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-                continue
-            backoff = 0.1
-            self._committed(committed, published)  # publishing starts before the acks
-            for delivery in batch:
-                await delivery.ack()
+            await self._handle(batch)
             if self._deliveries.empty():
                 self._idle.set()
+
+    async def _handle(self, batch: list[Delivery]) -> None:
+        """Apply a batch of deliveries and ack them; or give them back to the broker.
+
+        A database outage gives the batch back, to come again once the database
+        answers. Any other failure (a bug, or something a message carries that no
+        savepoint could contain) is narrowed down: the deliveries are applied one by
+        one, and one that fails on its own while the database answers is given back
+        at most ``MAX_GIVE_BACKS`` times, then set aside with the last error.
+        """
+        try:
+            committed, published = await self.db(self._handle_batch, batch)
+        except Exception as exc:
+            if not await self._outage(exc):
+                if len(batch) > 1:
+                    log.warning(
+                        "%d deliveries failed together, one by one now: %s", len(batch), exc
+                    )
+                    for delivery in batch:
+                        await self._handle([delivery])
+                    return
+                if await self._set_aside_after_give_backs(batch[0], exc):
+                    return
+            for delivery in batch:
+                await delivery.reject(requeue=True)
+            await asyncio.sleep(self._backoff.next())  # not synchronization: a retry pause
+            return
+        self._backoff.reset()
+        for delivery in batch:
+            self._give_backs.forget(_delivery_key(delivery))
+        self._committed(committed, published)  # publishing starts before the acks
+        for delivery in batch:
+            await delivery.ack()
+
+    async def _outage(self, exc: Exception) -> bool:
+        """Whether ``exc`` came from a database outage (logged as such); a failure that
+        does not say so is one only if the database does not answer a probe now."""
+        outage = is_outage(exc)
+        if not outage:
+            try:
+                await self.db(self._probe)
+            except Exception:  # noqa: BLE001 - any failure to answer is an outage
+                outage = True
+        if outage:
+            log.warning("database unavailable, deliveries given back: %s", _first_line(exc))
+        return outage
+
+    def _probe(self) -> None:
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+
+    async def _set_aside_after_give_backs(self, delivery: Delivery, exc: Exception) -> bool:
+        """Count one more failure of ``delivery``; set it aside (and ack it) once it
+        has failed ``MAX_GIVE_BACKS`` times. True when it was set aside."""
+        key = _delivery_key(delivery)
+        if not self._give_backs.failed(key):
+            log.warning("applying a delivery failed, given back: %s", _first_line(exc))
+            return False
+        reason = (
+            f"failed {self._give_backs.limit} times while the database answered;"
+            f" last error: {type(exc).__name__}: {exc}"
+        )
+
+        def set_aside() -> None:
+            with self.engine.begin() as conn:
+                self._dead_letter(conn, delivery, "", reason)
+
+        try:
+            await self.db(set_aside)
+        except Exception:
+            log.exception("setting aside a delivery failed; given back")
+            return False
+        self._give_backs.forget(key)
+        await delivery.ack()
+        return True
 
     def _handle_batch(
         self, deliveries: list[Delivery]
@@ -452,7 +519,7 @@ class Node:
             return batch, published
         except DBAPIError as exc:
             self.counters.update(counters)
-            if not isinstance(exc, IntegrityError):
+            if is_outage(exc):
                 raise  # the database itself is in trouble: the batch goes back
             log.debug("batch applied again one message at a time: %s", exc)
         except Exception as exc:
@@ -465,16 +532,19 @@ class Node:
             raise
         with self.engine.begin() as conn:
             batch = Batch()
+            written: list[tuple[int, OutgoingMessage]] = []
             for delivery, item in zip(deliveries, opened, strict=True):
-                self._apply_alone(conn, batch, delivery, item)
+                written += self._apply_alone(conn, batch, delivery, item)
             published = self._write(conn, batch)
-        return batch, published
+        return batch, written + published
 
     def _open(self, delivery: Delivery) -> Opened | EnvelopeError:
         try:
-            return open_envelope(delivery.body)
+            opened = open_envelope(delivery.body)
+            check_delivery_fields(delivery.message_id or "", delivery.reply_to or "")
         except EnvelopeError as exc:
             return exc
+        return opened
 
     def _apply_together(
         self,
@@ -552,19 +622,20 @@ class Node:
         batch: Batch,
         delivery: Delivery,
         opened: Opened | EnvelopeError,
-    ) -> None:
-        """Apply one delivery inside a savepoint of its own; what fails is set aside."""
+    ) -> list[tuple[int, OutgoingMessage]]:
+        """Apply one delivery inside a savepoint of its own, its rows written there
+        too; what fails is set aside. Returns the outbox rows it wrote."""
         if isinstance(opened, EnvelopeError):
             self._dead_letter(conn, delivery, "", f"cannot open envelope: {opened}")
-            return
+            return []
         message_id = opened.message_id or delivery.message_id
         seen = bool(message_id) and self._seen(conn, message_id)
         if self._refused(conn, delivery, opened, seen):
-            return
+            return []
         if seen:
             self.counters["duplicates"] += 1
             log.debug("duplicate %s %s dropped", opened.type_name, message_id)
-            return
+            return []
         savepoint = conn.begin_nested()
         alone = Batch()
         try:
@@ -573,33 +644,42 @@ class Node:
             self._apply(self._new_tx(conn, alone), delivery, opened, message_id)
             for callback in alone.before_write:
                 callback()
+            ids = self._statements.write(
+                conn, published_ids=[], outgoing=alone.outgoing, traffic=alone.traffic
+            )
             savepoint.commit()
         except IntegrityError as exc:
             savepoint.rollback()
+            if is_outage(exc):
+                raise
             if message_id and self._seen(conn, message_id):
                 # Handled meanwhile by a replica sharing this database.
                 self.counters["duplicates"] += 1
-                return
+                return []
             self._dead_letter(conn, delivery, opened.type_name, f"integrity error: {exc.orig}")
-            return
+            return []
         except SetAside as exc:
             savepoint.rollback()
             self._dead_letter(conn, delivery, opened.type_name, str(exc), message_id)
-            return
-        except DBAPIError:
+            return []
+        except DBAPIError as exc:
             savepoint.rollback()
-            raise
+            if is_outage(exc):
+                raise
+            # What the message carries made the database refuse it.
+            reason = f"the database refused it: {type(exc.orig).__name__}: {exc.orig}"
+            self._dead_letter(conn, delivery, opened.type_name, reason, message_id)
+            return []
         except Exception as exc:
             savepoint.rollback()
             log.exception("handler for %s failed", opened.type_name)
             where = traceback.extract_tb(exc.__traceback__)[-1]
             reason = f"handler error: {type(exc).__name__}: {exc} ({where.filename}:{where.lineno})"
             self._dead_letter(conn, delivery, opened.type_name, reason, message_id)
-            return
+            return []
         self.counters["handled"] += 1
-        batch.outgoing += alone.outgoing
-        batch.traffic += alone.traffic
         batch.after_commit += alone.after_commit
+        return _outbox_rows(ids, alone.outgoing)
 
     def _seen(self, conn: Connection, message_id: str) -> bool:
         query = select(inbox.c.message_id).where(inbox.c.message_id == message_id)
@@ -613,18 +693,25 @@ class Node:
         reason: str,
         message_id: str = "",
     ) -> None:
+        """Store a delivery that is set aside. Whatever the delivery holds, this must
+        not fail: every text is cut to its column and cleared of NUL, and the body is
+        kept up to ``MAX_DEAD_LETTER_BODY`` bytes (the reason says when it was cut)."""
         self.counters["dead_lettered"] += 1
         log.warning("set aside %s from %r: %s", type_name or "delivery", delivery.reply_to, reason)
+        body = bytes(delivery.body)
+        if len(body) > MAX_DEAD_LETTER_BODY:
+            reason += f" (body cut to {MAX_DEAD_LETTER_BODY} of {len(body)} bytes)"
+            body = body[:MAX_DEAD_LETTER_BODY]
         now = time.time()
         conn.execute(
             dead_letters.insert().values(
                 received_at=now,
-                routing_key=delivery.routing_key or "",
-                reply_to=delivery.reply_to or "",
-                message_id=message_id or delivery.message_id or "",
-                type_name=type_name,
-                reason=reason,
-                body=delivery.body,
+                routing_key=_storable(delivery.routing_key, 255),
+                reply_to=_storable(delivery.reply_to, 255),
+                message_id=_storable(message_id or delivery.message_id, MAX_MESSAGE_ID),
+                type_name=_storable(type_name, 64),
+                reason=_storable(reason, MAX_REASON),
+                body=body,
             )
         )
         if message_id:
@@ -760,3 +847,20 @@ class Node:
                 "timers fire although deliveries still wait (busy for %.0fs)",
                 self.max_timer_deferral,
             )
+
+
+def _storable(text: str | None, limit: int) -> str:
+    """``text`` as a column of ``limit`` characters can hold it, NUL shown as an escape."""
+    return (text or "").replace("\x00", "\\0")[:limit]
+
+
+def _delivery_key(delivery: Delivery) -> str:
+    """What tells a delivery's redeliveries apart from other deliveries."""
+    if delivery.message_id:
+        return "id:" + delivery.message_id
+    return "body:" + hashlib.sha256(delivery.body).hexdigest()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"

@@ -23,6 +23,7 @@ from google.protobuf.message import Message
 
 from caroni.errors import EnvelopeError
 from caroni.protocol._generated import caroni_pb2 as pb
+from caroni.protocol.bounds import MAX_MESSAGE_ID, check_message, check_text, is_repeated
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 """Default largest body :func:`open_envelope` will parse, to bound memory per message."""
@@ -211,6 +212,9 @@ def _open(body: bytes, max_size: int) -> Opened:
     except Exception as exc:
         raise EnvelopeError(f"payload is not a valid caroni.{name}: {_describe(exc)}") from exc
     _check_uuid_fields(message, canonical)
+    check_message(message, canonical)
+    check_text(envelope.message_id, "envelope message_id", MAX_MESSAGE_ID)
+    check_message(envelope.signature, "envelope signature")
 
     sender = None
     if envelope.sender:
@@ -254,17 +258,9 @@ def _check_uuid_fields(message: Message, path: str) -> None:
         elif field.type == FieldDescriptor.TYPE_MESSAGE:
             if field.message_type.full_name.startswith("google.protobuf."):
                 continue
-            items = value if _is_repeated(field) else [value]
+            items = value if is_repeated(field) else [value]
             for index, item in enumerate(items):
-                _check_uuid_fields(item, f"{where}[{index}]" if _is_repeated(field) else where)
-
-
-def _is_repeated(field: FieldDescriptor) -> bool:
-    # ``label`` is deprecated in recent runtimes in favour of ``is_repeated``.
-    is_repeated = getattr(field, "is_repeated", None)
-    if isinstance(is_repeated, bool):
-        return is_repeated
-    return bool(field.label == FieldDescriptor.LABEL_REPEATED)
+                _check_uuid_fields(item, f"{where}[{index}]" if is_repeated(field) else where)
 
 
 def _quote(text: str) -> str:
