@@ -19,10 +19,11 @@ WAIT = 60.0  # generous: only reached when something is wrong
 T = TypeVar("T")
 
 
-def site_client(app: object, host: str) -> httpx.AsyncClient:
-    """An HTTP client on a site's ASGI app (no socket; cookies kept like a browser)."""
+def site_client(app: object, host: str, address: str = "127.0.0.1") -> httpx.AsyncClient:
+    """An HTTP client on a site's ASGI app (no socket; cookies kept like a browser),
+    seen by the site as coming from ``address``."""
     return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app),  # type: ignore[arg-type]
+        transport=httpx.ASGITransport(app=app, client=(address, 123)),  # type: ignore[arg-type]
         base_url=f"http://{host}",
         follow_redirects=False,
     )

@@ -40,6 +40,7 @@ from caroni.node.runtime import Node
 from caroni.store.summary import summarize
 from caroni.web import auth
 from caroni.web.states import states_css
+from caroni.web.throttle import LoginThrottle
 
 T = TypeVar("T")
 
@@ -211,38 +212,6 @@ class Site:
         return HTMLResponse(page, status_code=status_code, headers=headers)
 
 
-class LoginThrottle:
-    """Slows password guessing: after ``allowed`` failed logins for one user name within
-    ``window`` seconds, further attempts for it are refused until the window passes."""
-
-    def __init__(self, allowed: int = 5, window: float = 300.0) -> None:
-        self.allowed = allowed
-        self.window = window
-        self._failures: dict[str, list[float]] = {}
-
-    def _recent(self, username: str, now: float) -> list[float]:
-        recent = [t for t in self._failures.get(username, []) if now - t < self.window]
-        if recent:
-            self._failures[username] = recent
-        else:
-            self._failures.pop(username, None)
-        return recent
-
-    def wait_for(self, username: str) -> float:
-        """Seconds until ``username`` may try again (0: now)."""
-        now = time.monotonic()
-        recent = self._recent(username, now)
-        if len(recent) < self.allowed:
-            return 0.0
-        return self.window - (now - recent[0])
-
-    def failed(self, username: str) -> None:
-        self._failures.setdefault(username, []).append(time.monotonic())
-
-    def succeeded(self, username: str) -> None:
-        self._failures.pop(username, None)
-
-
 def _with_connection(
     engine: Engine, fn: Callable[..., T], args: tuple[Any, ...], transaction: bool
 ) -> T:
@@ -358,23 +327,24 @@ def new_app(site: Site, *, api: bool) -> FastAPI:
             return _login_form(
                 site, request, target, error="The login form expired; please try again."
             )
-        wait = site.login_throttle.wait_for(username)
+        address = request.client.host if request.client else ""
+        # Counted before the slow check, so that guesses sent at once are refused too.
+        wait = site.login_throttle.attempt(username, address)
         if wait > 0:
             return _login_form(
                 site,
                 request,
                 target,
-                error=f"Too many failed logins; try again in {wait:.0f} s.",
+                error=f"Too many login attempts; try again in {wait:.0f} s.",
                 status_code=429,
             )
         stored = await site.read(auth.password_hash_of, username)
         # scrypt is slow on purpose: keep it off the event loop and the DB thread.
         if not await asyncio.to_thread(auth.check_login, stored, password):
-            site.login_throttle.failed(username)
             return _login_form(
                 site, request, target, error="Wrong user name or password.", status_code=401
             )
-        site.login_throttle.succeeded(username)
+        site.login_throttle.succeeded(username, address)
         token, _ = await site.write(auth.new_session, username)
         response = RedirectResponse(target, status_code=303)
         response.set_cookie(
