@@ -8,6 +8,7 @@ from typing import TypeVar
 
 import httpx
 
+from caroni.app import ManagerNode
 from caroni.cluster import LocalCluster
 from caroni.web import auth
 from tests import waiting
@@ -55,12 +56,14 @@ async def post_form(
     return await client.post(action, data={"csrf": csrf_of(page.text), **data})
 
 
-async def api_token(cluster: LocalCluster, username: str = USER) -> str:
+async def api_token(cluster: LocalCluster | ManagerNode, username: str = USER) -> str:
+    manager = cluster.manager if isinstance(cluster, LocalCluster) else cluster
+
     def make() -> str:
-        with cluster.manager.engine.begin() as conn:
+        with manager.engine.begin() as conn:
             return auth.new_api_token(conn, username)
 
-    return await cluster.manager.node.db(make)
+    return await manager.node.db(make)
 
 
 async def eventually(

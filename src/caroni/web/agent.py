@@ -20,6 +20,7 @@ from caroni.agent.model import JobStatus
 from caroni.errors import JobTypeError
 from caroni.web import queries
 from caroni.web.diagrams import render_sequence
+from caroni.web.params import Filter, Name, Offset, Search
 from caroni.web.site import Site, SiteInfo, new_app
 
 if TYPE_CHECKING:
@@ -51,9 +52,9 @@ def create_agent_app(agent: AgentNode) -> FastAPI:
     @app.get("/jobs", include_in_schema=False)
     async def jobs_page(
         request: Request,
-        status: str = "",
-        q: str = "",
-        offset: int = 0,
+        status: Filter = "",
+        q: Search = "",
+        offset: Offset = 0,
         fragment: bool = False,
         since: str = "",
     ) -> Response:
@@ -135,7 +136,7 @@ def create_agent_app(agent: AgentNode) -> FastAPI:
         )
 
     @app.get("/job-types/{job_type}", include_in_schema=False)
-    async def job_type_page(request: Request, job_type: str) -> Response:
+    async def job_type_page(request: Request, job_type: Name) -> Response:
         session = await site.session(request)
         row = await site.read(queries.get_job_type, job_type)
         if row is None:
@@ -151,7 +152,7 @@ def create_agent_app(agent: AgentNode) -> FastAPI:
         )
 
     @app.post("/job-types/{job_type}", include_in_schema=False)
-    async def edit_job_type(request: Request, job_type: str) -> Response:
+    async def edit_job_type(request: Request, job_type: Name) -> Response:
         session = await site.session(request)
         form = await site.form(request, session)
         row = await site.read(queries.get_job_type, job_type)

@@ -14,6 +14,7 @@ from caroni.errors import RefusedError
 from caroni.manager.model import Workflow, WorkflowState
 from caroni.web import queries
 from caroni.web.actions import cancel_workflow, start_workflow, workflow_id_of
+from caroni.web.params import Offset, Search
 from caroni.web.site import Site, bearer
 
 if TYPE_CHECKING:
@@ -151,8 +152,8 @@ def api_router(site: Site, manager: ManagerNode) -> APIRouter:
     @router.get("/workflows", tags=["workflows"])
     async def list_workflows(
         state: Annotated[WorkflowState | None, Query()] = None,
-        q: Annotated[str, Query(description="id prefix, or part of name or template")] = "",
-        offset: Annotated[int, Query(ge=0)] = 0,
+        q: Search = "",
+        offset: Offset = 0,
     ) -> list[WorkflowSummary]:
         """Workflows, newest first, 50 at a time."""
         listing = await site.read(queries.list_workflows, str(state or ""), q, offset)

@@ -20,6 +20,7 @@ from caroni.web import queries
 from caroni.web.actions import cancel_workflow, check_template, start_workflow, workflow_id_of
 from caroni.web.api import api_router
 from caroni.web.diagrams import render_dag, render_sequence, template_dag, workflow_dag
+from caroni.web.params import Filter, Name, Offset, Search
 from caroni.web.site import Site, SiteInfo, new_app
 
 if TYPE_CHECKING:
@@ -58,9 +59,9 @@ def create_manager_app(manager: ManagerNode) -> FastAPI:
     @app.get("/workflows", include_in_schema=False)
     async def workflows_page(
         request: Request,
-        state: str = "",
-        q: str = "",
-        offset: int = 0,
+        state: Filter = "",
+        q: Search = "",
+        offset: Offset = 0,
         fragment: bool = False,
         since: str = "",
     ) -> Response:
@@ -210,7 +211,7 @@ def create_manager_app(manager: ManagerNode) -> FastAPI:
         return RedirectResponse(f"/templates/{_quote(name)}?notice=template-added", status_code=303)
 
     @app.get("/templates/{name:path}", include_in_schema=False)
-    async def template_page(request: Request, name: str) -> Response:
+    async def template_page(request: Request, name: Name) -> Response:
         session = await site.session(request)
         row = await site.read(queries.get_template, name)
         if row is None:
@@ -227,7 +228,7 @@ def create_manager_app(manager: ManagerNode) -> FastAPI:
         )
 
     @app.post("/templates/{name:path}", include_in_schema=False)
-    async def edit_template(request: Request, name: str) -> Response:
+    async def edit_template(request: Request, name: Name) -> Response:
         session = await site.session(request)
         form = await site.form(request, session)
         row = await site.read(queries.get_template, name)

@@ -20,6 +20,8 @@ from typing import Any, TypeVar
 
 import jinja2
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import (
     HTMLResponse,
     JSONResponse,
@@ -172,7 +174,6 @@ class Site:
         since the stamp ``since``.
         """
         session = await self.session(request)
-        offset = max(offset, 0)
         listing = await self.read(query, chosen, q.strip(), offset)
         if fragment and since == listing.stamp:
             return Response(status_code=204)
@@ -290,6 +291,18 @@ def new_app(site: Site, *, api: bool) -> FastAPI:
         response.headers.update(exc.headers or {})
         return response
 
+    @app.exception_handler(RequestValidationError)
+    async def bad_parameter(request: Request, exc: RequestValidationError) -> Response:
+        if request.url.path.startswith("/api/"):
+            return await request_validation_exception_handler(request, exc)
+        return site.render(
+            request,
+            "error.html",
+            status_code=400,
+            title="400 Bad request",
+            message=validation_message(exc),
+        )
+
     @app.get("/states.css", include_in_schema=False)
     async def state_colors() -> Response:
         return Response(states_css(), media_type="text/css")
@@ -338,7 +351,12 @@ def new_app(site: Site, *, api: bool) -> FastAPI:
                 error=f"Too many login attempts; try again in {wait:.0f} s.",
                 status_code=429,
             )
-        stored = await site.read(auth.password_hash_of, username)
+        # A name no user can have is not looked up (PostgreSQL refuses NUL in text).
+        stored = (
+            await site.read(auth.password_hash_of, username)
+            if auth.USERNAME.fullmatch(username)
+            else None
+        )
         # scrypt is slow on purpose: keep it off the event loop and the DB thread.
         if not await asyncio.to_thread(auth.check_login, stored, password):
             return _login_form(
@@ -370,6 +388,15 @@ def new_app(site: Site, *, api: bool) -> FastAPI:
         return response
 
     return app
+
+
+def validation_message(exc: RequestValidationError) -> str:
+    """What was wrong with a request's parameters, in a line: ``offset: ...; q: ...``."""
+    problems = []
+    for error in exc.errors():
+        where = str(error["loc"][-1]) if error.get("loc") else "request"
+        problems.append(f"{where}: {error.get('msg', 'invalid')}")
+    return "; ".join(problems) or "the request is not valid"
 
 
 def _same(given: str, expected: str) -> bool:
