@@ -87,7 +87,7 @@ class Nodes:
     agent: AgentNode
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 async def any_db_nodes(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Nodes]:
     """A manager and an agent (no content; user alice on both) on SQLite or PostgreSQL."""
     if request.param == "postgresql":
