@@ -13,7 +13,7 @@ import urllib.parse
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import PlainTextResponse, RedirectResponse, Response
 
 from caroni.agent.jobtypes import JobTypeSpec, job_type_from_dict
 from caroni.agent.model import JobStatus
@@ -22,6 +22,7 @@ from caroni.web import queries
 from caroni.web.diagrams import render_sequence
 from caroni.web.params import Filter, Name, Offset, Search
 from caroni.web.site import Site, SiteInfo, new_app
+from caroni.web.values import job_value
 
 if TYPE_CHECKING:
     from caroni.app import AgentNode
@@ -106,6 +107,19 @@ def create_agent_app(agent: AgentNode) -> FastAPI:
             messages_shown=len(messages),
             messages_total=total,
         )
+
+    @app.get("/jobs/{job_uuid}/full/{field:path}", include_in_schema=False)
+    async def job_full_value(request: Request, job_uuid: str, field: str) -> Response:
+        """The whole of a value the job's page clips."""
+        await site.session(request)
+        key = job_uuid.strip().lower().replace("-", "")
+        job = await site.read(queries.load_job, key) if _JOB_UUID.fullmatch(key) else None
+        if job is None:
+            raise HTTPException(404, f"no job {job_uuid!r} on this agent")
+        value = job_value(job, field)
+        if value is None:
+            raise HTTPException(404, f"job {key} has no value {field!r}")
+        return PlainTextResponse(value)
 
     @app.get("/job-types", include_in_schema=False)
     async def job_types_page(request: Request) -> Response:

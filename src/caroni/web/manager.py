@@ -12,7 +12,7 @@ import urllib.parse
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import PlainTextResponse, RedirectResponse, Response
 
 from caroni.errors import RefusedError, TemplateError
 from caroni.manager.model import WorkflowState
@@ -22,6 +22,7 @@ from caroni.web.api import api_router
 from caroni.web.diagrams import render_dag, render_sequence, template_dag, workflow_dag
 from caroni.web.params import Filter, Name, Offset, Search
 from caroni.web.site import Site, SiteInfo, new_app
+from caroni.web.values import workflow_value
 
 if TYPE_CHECKING:
     from caroni.app import ManagerNode
@@ -161,6 +162,19 @@ def create_manager_app(manager: ManagerNode) -> FastAPI:
             messages_total=total,
             notice=NOTICES.get(request.query_params.get("notice", ""), ""),
         )
+
+    @app.get("/workflows/{workflow_id}/full/{field:path}", include_in_schema=False)
+    async def workflow_full_value(request: Request, workflow_id: str, field: str) -> Response:
+        """The whole of a value the workflow's page clips."""
+        await site.session(request)
+        wid = workflow_id_of(workflow_id)
+        workflow = await site.read(queries.load_workflow, wid)
+        if workflow is None:
+            raise HTTPException(404, f"no workflow {wid} on this manager")
+        value = workflow_value(workflow, field)
+        if value is None:
+            raise HTTPException(404, f"workflow {wid} has no value {field!r}")
+        return PlainTextResponse(value)
 
     @app.post("/workflows/{workflow_id}/cancel", include_in_schema=False)
     async def cancel(request: Request, workflow_id: str) -> Response:

@@ -43,6 +43,7 @@ from caroni.store.summary import summarize
 from caroni.web import auth
 from caroni.web.states import states_css
 from caroni.web.throttle import LoginThrottle
+from caroni.web.values import clip
 
 T = TypeVar("T")
 
@@ -104,7 +105,9 @@ class Site:
             trim_blocks=True,
             lstrip_blocks=True,
         )
-        env.filters.update(when=when, since=since, duration=duration, short=short, urlpart=urlpart)
+        env.filters.update(
+            when=when, since=since, duration=duration, short=short, urlpart=urlpart, clip=clip
+        )
         env.globals.update(version=__version__)
         self.templates = env
 
