@@ -1,5 +1,6 @@
-"""Paging, search and names in URLs: a bad value is a 4xx that says why, never a 500,
-on SQLite and on PostgreSQL (which refuses NUL characters in text)."""
+"""Paging, search and names in URLs, and text in forms and API bodies: a bad value is
+a 4xx that says why, never a 500, on SQLite and on PostgreSQL (which refuses NUL
+characters in text)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from tests.web.helpers import api_token, login, post_form, site_client
 HUGE = "99999999999999999999"
 
 
-async def test_bad_paging_and_search_get_a_clear_4xx(any_db_nodes: Nodes) -> None:
+async def test_bad_parameters_and_nul_characters_get_a_clear_4xx(any_db_nodes: Nodes) -> None:
     manager, agent = any_db_nodes.manager, any_db_nodes.agent
     async with (
         site_client(manager.site_app(), "manager.test") as manager_site,
@@ -52,10 +53,16 @@ async def test_bad_paging_and_search_get_a_clear_4xx(any_db_nodes: Nodes) -> Non
             response = await client.get(path)
             assert response.status_code == 400, (path, response.text[:300])
 
-        # A NUL in a posted user name: refused on the form.
-        removed = await post_form(manager_site, "/users", "/users/remove", {"username": "a\x00b"})
-        assert removed.status_code == 400
-        assert "is not a user name" in removed.text
+        # A NUL in any posted form is refused before it reaches the database.
+        for action, data in [
+            ("/users/remove", {"username": "a\x00b"}),
+            ("/workflows/new", {"template": "a\x00b"}),
+            ("/templates/new", {"name": "a\x00b", "text": "x"}),
+            ("/workflows/new", {"template": "test_simple", "input:x": "a\x00b"}),
+        ]:
+            posted = await post_form(manager_site, "/users", action, data)
+            assert posted.status_code == 400, (action, data, posted.text[:300])
+            assert "NUL character" in posted.text
 
         token = await api_token(manager)
         headers = {"Authorization": f"Bearer {token}"}
@@ -71,6 +78,14 @@ async def test_bad_paging_and_search_get_a_clear_4xx(any_db_nodes: Nodes) -> Non
             problems = response.json()["detail"]
             assert [problem["loc"] for problem in problems] == [["query", wrong]]
             assert problems[0]["msg"]
+        for path, body, wrong in [
+            ("/api/v1/workflows", {"template": "a\x00b"}, ["body", "template"]),
+            ("/api/v1/workflows", {"template": "t", "name": "a\x00b"}, ["body", "name"]),
+            (f"/api/v1/workflows/{'0' * 32}/cancel", {"reason": "a\x00b"}, ["body", "reason"]),
+        ]:
+            response = await manager_site.post(path, json=body, headers=headers)
+            assert response.status_code == 422, (body, response.text[:300])
+            assert [problem["loc"] for problem in response.json()["detail"]] == [wrong]
         response = await manager_site.get(
             f"/api/v1/workflows?offset={MAX_OFFSET}&q=x", headers=headers
         )

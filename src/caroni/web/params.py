@@ -1,4 +1,4 @@
-"""The bounds of what pages and the API take in a URL: paging, search and names.
+"""The bounds of what pages and the API take: paging, search, names and text.
 
 Anything that reaches a query is checked here first, so a bad value is a 4xx
 that says what is wrong, never a database error: SQLite and PostgreSQL refuse
@@ -31,5 +31,6 @@ Search = Annotated[
     Query(max_length=MAX_SEARCH, description="id prefix, or part of a name"),
     AfterValidator(no_nul),
 ]
+Text = Annotated[str, AfterValidator(no_nul)]  # text in a request body
 Filter = Annotated[str, Query(max_length=MAX_SEARCH), AfterValidator(no_nul)]
 Name = Annotated[str, Path(max_length=MAX_NAME), AfterValidator(no_nul)]

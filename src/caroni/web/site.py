@@ -137,6 +137,10 @@ class Site:
         given = form.get("csrf")
         if not isinstance(given, str) or not _same(given, session.csrf):
             raise HTTPException(403, "the form is stale or did not come from this site; reload it")
+        # No field of any form can be a NUL (PostgreSQL refuses it in text, bash in
+        # scripts, exec in the environment): refused here for every form at once.
+        if any("\x00" in str(value) for _, value in form.multi_items()):
+            raise HTTPException(400, "a form field contains a NUL character; remove it")
         return form
 
     async def api_user(self, credentials: HTTPAuthorizationCredentials | None) -> str:

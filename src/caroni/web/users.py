@@ -84,7 +84,6 @@ def add_user_routes(app: FastAPI, site: Site, *, api: bool) -> None:
                 request, session, error="You cannot remove yourself; another user can."
             )
         try:
-            auth.check_username(username)  # PostgreSQL refuses some text (NUL) outright
             await site.write(auth.remove_user, username)
         except auth.UserError as exc:
             return await page(request, session, error=str(exc))
