@@ -8,6 +8,7 @@ from typing import TypeVar
 
 import httpx
 
+from caroni.app import ManagerNode
 from caroni.cluster import LocalCluster
 from caroni.web import auth
 from tests import waiting
@@ -19,10 +20,11 @@ WAIT = 60.0  # generous: only reached when something is wrong
 T = TypeVar("T")
 
 
-def site_client(app: object, host: str) -> httpx.AsyncClient:
-    """An HTTP client on a site's ASGI app (no socket; cookies kept like a browser)."""
+def site_client(app: object, host: str, address: str = "127.0.0.1") -> httpx.AsyncClient:
+    """An HTTP client on a site's ASGI app (no socket; cookies kept like a browser),
+    seen by the site as coming from ``address``."""
     return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app),  # type: ignore[arg-type]
+        transport=httpx.ASGITransport(app=app, client=(address, 123)),  # type: ignore[arg-type]
         base_url=f"http://{host}",
         follow_redirects=False,
     )
@@ -54,12 +56,14 @@ async def post_form(
     return await client.post(action, data={"csrf": csrf_of(page.text), **data})
 
 
-async def api_token(cluster: LocalCluster, username: str = USER) -> str:
+async def api_token(cluster: LocalCluster | ManagerNode, username: str = USER) -> str:
+    manager = cluster.manager if isinstance(cluster, LocalCluster) else cluster
+
     def make() -> str:
-        with cluster.manager.engine.begin() as conn:
+        with manager.engine.begin() as conn:
             return auth.new_api_token(conn, username)
 
-    return await cluster.manager.node.db(make)
+    return await manager.node.db(make)
 
 
 async def eventually(

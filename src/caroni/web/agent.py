@@ -13,14 +13,16 @@ import urllib.parse
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import PlainTextResponse, RedirectResponse, Response
 
 from caroni.agent.jobtypes import JobTypeSpec, job_type_from_dict
 from caroni.agent.model import JobStatus
 from caroni.errors import JobTypeError
 from caroni.web import queries
 from caroni.web.diagrams import render_sequence
+from caroni.web.params import Filter, Name, Offset, Search
 from caroni.web.site import Site, SiteInfo, new_app
+from caroni.web.values import job_value
 
 if TYPE_CHECKING:
     from caroni.app import AgentNode
@@ -51,9 +53,9 @@ def create_agent_app(agent: AgentNode) -> FastAPI:
     @app.get("/jobs", include_in_schema=False)
     async def jobs_page(
         request: Request,
-        status: str = "",
-        q: str = "",
-        offset: int = 0,
+        status: Filter = "",
+        q: Search = "",
+        offset: Offset = 0,
         fragment: bool = False,
         since: str = "",
     ) -> Response:
@@ -106,6 +108,19 @@ def create_agent_app(agent: AgentNode) -> FastAPI:
             messages_total=total,
         )
 
+    @app.get("/jobs/{job_uuid}/full/{field:path}", include_in_schema=False)
+    async def job_full_value(request: Request, job_uuid: str, field: str) -> Response:
+        """The whole of a value the job's page clips."""
+        await site.session(request)
+        key = job_uuid.strip().lower().replace("-", "")
+        job = await site.read(queries.load_job, key) if _JOB_UUID.fullmatch(key) else None
+        if job is None:
+            raise HTTPException(404, f"no job {job_uuid!r} on this agent")
+        value = job_value(job, field)
+        if value is None:
+            raise HTTPException(404, f"job {key} has no value {field!r}")
+        return PlainTextResponse(value)
+
     @app.get("/job-types", include_in_schema=False)
     async def job_types_page(request: Request) -> Response:
         session = await site.session(request)
@@ -135,7 +150,7 @@ def create_agent_app(agent: AgentNode) -> FastAPI:
         )
 
     @app.get("/job-types/{job_type}", include_in_schema=False)
-    async def job_type_page(request: Request, job_type: str) -> Response:
+    async def job_type_page(request: Request, job_type: Name) -> Response:
         session = await site.session(request)
         row = await site.read(queries.get_job_type, job_type)
         if row is None:
@@ -151,7 +166,7 @@ def create_agent_app(agent: AgentNode) -> FastAPI:
         )
 
     @app.post("/job-types/{job_type}", include_in_schema=False)
-    async def edit_job_type(request: Request, job_type: str) -> Response:
+    async def edit_job_type(request: Request, job_type: Name) -> Response:
         session = await site.session(request)
         form = await site.form(request, session)
         row = await site.read(queries.get_job_type, job_type)

@@ -14,6 +14,7 @@ from caroni.errors import RefusedError
 from caroni.manager.model import Workflow, WorkflowState
 from caroni.web import queries
 from caroni.web.actions import cancel_workflow, start_workflow, workflow_id_of
+from caroni.web.params import Offset, Search, Text
 from caroni.web.site import Site, bearer
 
 if TYPE_CHECKING:
@@ -36,11 +37,11 @@ class TemplateOut(BaseModel):
 
 
 class StartWorkflow(BaseModel):
-    template: str = Field(description="template name", examples=["test_simple"])
-    inputs: dict[str, str] = Field(
+    template: Text = Field(description="template name", examples=["test_simple"])
+    inputs: dict[Text, Text] = Field(
         default_factory=dict, examples=[{"start_message": "caronirocks"}]
     )
-    name: str = Field("", description="a name to find the workflow by")
+    name: Text = Field("", description="a name to find the workflow by")
     max_attempts: int = Field(0, ge=0, le=100, description="attempts per step; 0: the default")
 
 
@@ -78,7 +79,7 @@ class WorkflowSummary(BaseModel):
 
 
 class CancelWorkflow(BaseModel):
-    reason: str = ""
+    reason: Text = ""
 
 
 class Problem(BaseModel):
@@ -151,8 +152,8 @@ def api_router(site: Site, manager: ManagerNode) -> APIRouter:
     @router.get("/workflows", tags=["workflows"])
     async def list_workflows(
         state: Annotated[WorkflowState | None, Query()] = None,
-        q: Annotated[str, Query(description="id prefix, or part of name or template")] = "",
-        offset: Annotated[int, Query(ge=0)] = 0,
+        q: Search = "",
+        offset: Offset = 0,
     ) -> list[WorkflowSummary]:
         """Workflows, newest first, 50 at a time."""
         listing = await site.read(queries.list_workflows, str(state or ""), q, offset)

@@ -17,6 +17,7 @@ from caroni.manager.model import Workflow
 from caroni.manager.templates import Template
 from caroni.protocol import FULFILLMENT_KEY
 from caroni.web.states import colors
+from caroni.web.values import clip_plain
 
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif"
 MONO = "ui-monospace, 'DejaVu Sans Mono', Menlo, monospace"
@@ -262,7 +263,7 @@ def _dag_node(node: DagNode, box: tuple[float, float, float, float]) -> str:
     what = {"input": "workflow input", "output": "workflow output", "step": "step"}[node.kind]
     hover = f"{what} {node.label}"
     if node.detail:
-        hover += f": {node.detail}"
+        hover += f": {clip_plain(node.detail)}"
     if node.state:
         hover += f" ({node.state})"
     state_attr = f' data-state="{_e(node.state)}"' if node.state else ""
@@ -491,7 +492,7 @@ def render_sequence(
         mid = (x1 + x2) / 2
         out.append(
             f'<g class="message message-{kind}" data-type="{_e(message.type_name)}">'
-            f"<title>{_e(_clip(hover, 1500))}</title>"
+            f"<title>{_e(clip_plain(hover, 1500))}</title>"
             f'<text x="6" y="{y + 4:.1f}" font-size="10" font-family="{MONO}" '
             f'fill="#64748b">+{message.at - start:.3f}s</text>'
         )

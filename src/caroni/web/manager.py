@@ -12,7 +12,7 @@ import urllib.parse
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import PlainTextResponse, RedirectResponse, Response
 
 from caroni.errors import RefusedError, TemplateError
 from caroni.manager.model import WorkflowState
@@ -20,7 +20,9 @@ from caroni.web import queries
 from caroni.web.actions import cancel_workflow, check_template, start_workflow, workflow_id_of
 from caroni.web.api import api_router
 from caroni.web.diagrams import render_dag, render_sequence, template_dag, workflow_dag
+from caroni.web.params import Filter, Name, Offset, Search
 from caroni.web.site import Site, SiteInfo, new_app
+from caroni.web.values import workflow_value
 
 if TYPE_CHECKING:
     from caroni.app import ManagerNode
@@ -58,9 +60,9 @@ def create_manager_app(manager: ManagerNode) -> FastAPI:
     @app.get("/workflows", include_in_schema=False)
     async def workflows_page(
         request: Request,
-        state: str = "",
-        q: str = "",
-        offset: int = 0,
+        state: Filter = "",
+        q: Search = "",
+        offset: Offset = 0,
         fragment: bool = False,
         since: str = "",
     ) -> Response:
@@ -161,6 +163,19 @@ def create_manager_app(manager: ManagerNode) -> FastAPI:
             notice=NOTICES.get(request.query_params.get("notice", ""), ""),
         )
 
+    @app.get("/workflows/{workflow_id}/full/{field:path}", include_in_schema=False)
+    async def workflow_full_value(request: Request, workflow_id: str, field: str) -> Response:
+        """The whole of a value the workflow's page clips."""
+        await site.session(request)
+        wid = workflow_id_of(workflow_id)
+        workflow = await site.read(queries.load_workflow, wid)
+        if workflow is None:
+            raise HTTPException(404, f"no workflow {wid} on this manager")
+        value = workflow_value(workflow, field)
+        if value is None:
+            raise HTTPException(404, f"workflow {wid} has no value {field!r}")
+        return PlainTextResponse(value)
+
     @app.post("/workflows/{workflow_id}/cancel", include_in_schema=False)
     async def cancel(request: Request, workflow_id: str) -> Response:
         session = await site.session(request)
@@ -210,7 +225,7 @@ def create_manager_app(manager: ManagerNode) -> FastAPI:
         return RedirectResponse(f"/templates/{_quote(name)}?notice=template-added", status_code=303)
 
     @app.get("/templates/{name:path}", include_in_schema=False)
-    async def template_page(request: Request, name: str) -> Response:
+    async def template_page(request: Request, name: Name) -> Response:
         session = await site.session(request)
         row = await site.read(queries.get_template, name)
         if row is None:
@@ -227,7 +242,7 @@ def create_manager_app(manager: ManagerNode) -> FastAPI:
         )
 
     @app.post("/templates/{name:path}", include_in_schema=False)
-    async def edit_template(request: Request, name: str) -> Response:
+    async def edit_template(request: Request, name: Name) -> Response:
         session = await site.session(request)
         form = await site.form(request, session)
         row = await site.read(queries.get_template, name)

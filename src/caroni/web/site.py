@@ -20,6 +20,8 @@ from typing import Any, TypeVar
 
 import jinja2
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import (
     HTMLResponse,
     JSONResponse,
@@ -40,6 +42,8 @@ from caroni.node.runtime import Node
 from caroni.store.summary import summarize
 from caroni.web import auth
 from caroni.web.states import states_css
+from caroni.web.throttle import LoginThrottle
+from caroni.web.values import clip
 
 T = TypeVar("T")
 
@@ -101,7 +105,9 @@ class Site:
             trim_blocks=True,
             lstrip_blocks=True,
         )
-        env.filters.update(when=when, since=since, duration=duration, short=short, urlpart=urlpart)
+        env.filters.update(
+            when=when, since=since, duration=duration, short=short, urlpart=urlpart, clip=clip
+        )
         env.globals.update(version=__version__)
         self.templates = env
 
@@ -131,6 +137,10 @@ class Site:
         given = form.get("csrf")
         if not isinstance(given, str) or not _same(given, session.csrf):
             raise HTTPException(403, "the form is stale or did not come from this site; reload it")
+        # No field of any form can be a NUL (PostgreSQL refuses it in text, bash in
+        # scripts, exec in the environment): refused here for every form at once.
+        if any("\x00" in str(value) for _, value in form.multi_items()):
+            raise HTTPException(400, "a form field contains a NUL character; remove it")
         return form
 
     async def api_user(self, credentials: HTTPAuthorizationCredentials | None) -> str:
@@ -171,7 +181,6 @@ class Site:
         since the stamp ``since``.
         """
         session = await self.session(request)
-        offset = max(offset, 0)
         listing = await self.read(query, chosen, q.strip(), offset)
         if fragment and since == listing.stamp:
             return Response(status_code=204)
@@ -209,38 +218,6 @@ class Site:
         )
         headers = {STAMP_HEADER: stamp} if stamp else None
         return HTMLResponse(page, status_code=status_code, headers=headers)
-
-
-class LoginThrottle:
-    """Slows password guessing: after ``allowed`` failed logins for one user name within
-    ``window`` seconds, further attempts for it are refused until the window passes."""
-
-    def __init__(self, allowed: int = 5, window: float = 300.0) -> None:
-        self.allowed = allowed
-        self.window = window
-        self._failures: dict[str, list[float]] = {}
-
-    def _recent(self, username: str, now: float) -> list[float]:
-        recent = [t for t in self._failures.get(username, []) if now - t < self.window]
-        if recent:
-            self._failures[username] = recent
-        else:
-            self._failures.pop(username, None)
-        return recent
-
-    def wait_for(self, username: str) -> float:
-        """Seconds until ``username`` may try again (0: now)."""
-        now = time.monotonic()
-        recent = self._recent(username, now)
-        if len(recent) < self.allowed:
-            return 0.0
-        return self.window - (now - recent[0])
-
-    def failed(self, username: str) -> None:
-        self._failures.setdefault(username, []).append(time.monotonic())
-
-    def succeeded(self, username: str) -> None:
-        self._failures.pop(username, None)
 
 
 def _with_connection(
@@ -321,6 +298,18 @@ def new_app(site: Site, *, api: bool) -> FastAPI:
         response.headers.update(exc.headers or {})
         return response
 
+    @app.exception_handler(RequestValidationError)
+    async def bad_parameter(request: Request, exc: RequestValidationError) -> Response:
+        if request.url.path.startswith("/api/"):
+            return await request_validation_exception_handler(request, exc)
+        return site.render(
+            request,
+            "error.html",
+            status_code=400,
+            title="400 Bad request",
+            message=validation_message(exc),
+        )
+
     @app.get("/states.css", include_in_schema=False)
     async def state_colors() -> Response:
         return Response(states_css(), media_type="text/css")
@@ -358,23 +347,29 @@ def new_app(site: Site, *, api: bool) -> FastAPI:
             return _login_form(
                 site, request, target, error="The login form expired; please try again."
             )
-        wait = site.login_throttle.wait_for(username)
+        address = request.client.host if request.client else ""
+        # Counted before the slow check, so that guesses sent at once are refused too.
+        wait = site.login_throttle.attempt(username, address)
         if wait > 0:
             return _login_form(
                 site,
                 request,
                 target,
-                error=f"Too many failed logins; try again in {wait:.0f} s.",
+                error=f"Too many login attempts; try again in {wait:.0f} s.",
                 status_code=429,
             )
-        stored = await site.read(auth.password_hash_of, username)
+        # A name no user can have is not looked up (PostgreSQL refuses NUL in text).
+        stored = (
+            await site.read(auth.password_hash_of, username)
+            if auth.USERNAME.fullmatch(username)
+            else None
+        )
         # scrypt is slow on purpose: keep it off the event loop and the DB thread.
         if not await asyncio.to_thread(auth.check_login, stored, password):
-            site.login_throttle.failed(username)
             return _login_form(
                 site, request, target, error="Wrong user name or password.", status_code=401
             )
-        site.login_throttle.succeeded(username)
+        site.login_throttle.succeeded(username, address)
         token, _ = await site.write(auth.new_session, username)
         response = RedirectResponse(target, status_code=303)
         response.set_cookie(
@@ -400,6 +395,15 @@ def new_app(site: Site, *, api: bool) -> FastAPI:
         return response
 
     return app
+
+
+def validation_message(exc: RequestValidationError) -> str:
+    """What was wrong with a request's parameters, in a line: ``offset: ...; q: ...``."""
+    problems = []
+    for error in exc.errors():
+        where = str(error["loc"][-1]) if error.get("loc") else "request"
+        problems.append(f"{where}: {error.get('msg', 'invalid')}")
+    return "; ".join(problems) or "the request is not valid"
 
 
 def _same(given: str, expected: str) -> bool:
