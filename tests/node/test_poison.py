@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -25,6 +25,7 @@ from caroni.store.tables import dead_letters
 from caroni.transport.base import Delivery
 from caroni.transport.memory import MemoryTransport
 from tests.faults import FaultProxy
+from tests.poison import POISONS
 from tests.waiting import eventually
 
 KEY = "wf.manager.POISONPOISONPOISONPO"
@@ -84,49 +85,15 @@ def _reasons(engine: Engine) -> list[str]:
     return [row.reason for row in _rows(engine, select(dead_letters.c.reason))]
 
 
-POISON: dict[str, Callable[[], tuple[bytes, dict[str, str]]]] = {
-    "envelope message id of 65 characters": lambda: (
-        _update(uuid.uuid4().bytes, message_id="m" * 65),
-        {},
-    ),
-    "broker message id of 65 characters": lambda: (
-        _update(uuid.uuid4().bytes),
-        {"message_id": "b" * 65},
-    ),
-    "reply-to of 256 characters": lambda: (_update(uuid.uuid4().bytes), {"reply_to": "r" * 256}),
-    "reply-to with a control character": lambda: (
-        _update(uuid.uuid4().bytes),
-        {"reply_to": "wf.client.\x00x"},
-    ),
-    "name of 256 characters": lambda: (
-        seal(pb.WorkFlowCreate(template_name="t" * 256), message_id=new_message_id()),
-        {},
-    ),
-    "NUL in a name": lambda: (
-        seal(pb.WorkFlowCreate(wf_name="a\x00b"), message_id=new_message_id()),
-        {},
-    ),
-    "signator of 129 characters": lambda: (
-        seal(
-            pb.JobStatusUpdate(
-                job_uuid=uuid.uuid4().bytes, signature=pb.Signature(signator_certificate="k" * 129)
-            ),
-            message_id=new_message_id(),
-        ),
-        {},
-    ),
-}
-
-
-@pytest.mark.parametrize("poison", sorted(POISON))
+@pytest.mark.parametrize("poison", sorted(POISONS))
 async def test_a_field_that_cannot_be_stored_is_set_aside_and_the_rest_is_handled(
     node: Node, transport: MemoryTransport, engine: Engine, poison: str
 ) -> None:
-    body, properties = POISON[poison]()
+    sent = POISONS[poison]()
     good = [uuid.uuid4().bytes for _ in range(5)]
     for job in good[:2]:
         await transport.publish(KEY, _update(job), reply_to=PEER)
-    await transport.publish(KEY, body, **{"reply_to": PEER, **properties})
+    await transport.publish(KEY, sent.body, **{"reply_to": PEER, **sent.properties})
     for job in good[2:]:
         await transport.publish(KEY, _update(job), reply_to=PEER)
 
