@@ -279,6 +279,12 @@ def agent(
     max_reserved: Annotated[
         int, typer.Option(min=1, help="Open offers plus waiting jobs held before declining.")
     ] = 1000,
+    max_offers_per_manager: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Open offers held for one manager at a time; beyond, requests are declined."
+        ),
+    ] = Policy().max_offers_per_manager,
     allow_manager: Annotated[
         list[str] | None,
         typer.Option(help="Serve only this manager (key or key id; repeatable)."),
@@ -308,6 +314,7 @@ def agent(
     policy = Policy(
         slots=slots,
         max_reserved=max_reserved,
+        max_offers_per_manager=max_offers_per_manager,
         offer_ttl=offer_ttl,
         site_identifier=name,
         allow_managers=frozenset(allow_manager) if allow_manager else None,

@@ -54,6 +54,7 @@ class LocalCluster:
                 policy=Policy(
                     slots=base.slots,
                     max_reserved=base.max_reserved,
+                    max_offers_per_manager=base.max_offers_per_manager,
                     offer_ttl=base.offer_ttl,
                     site_identifier=f"agent-{number}",
                 ),

@@ -29,7 +29,12 @@ def request(job_type: str, *keys: str) -> pb.JobFulfillmentRequest:
     )
 
 
-def offer_for(req: pb.JobFulfillmentRequest, load: Load = IDLE, policy: Policy | None = None):  # type: ignore[no-untyped-def]
+def offer_for(  # type: ignore[no-untyped-def]
+    req: pb.JobFulfillmentRequest,
+    load: Load = IDLE,
+    policy: Policy | None = None,
+    offers_to_manager: int = 0,
+):
     return handlers.on_request(
         req,
         MANAGER,
@@ -38,6 +43,7 @@ def offer_for(req: pb.JobFulfillmentRequest, load: Load = IDLE, policy: Policy |
         policy=policy or Policy(site_identifier="here"),
         node_uuid=NODE,
         now=100.0,
+        offers_to_manager=offers_to_manager,
     )
 
 
@@ -157,6 +163,7 @@ def test_a_request_broadcast_again_gets_the_same_open_offer() -> None:
         policy=Policy(),
         node_uuid=NODE,
         now=101.0,
+        offers_to_manager=1,
         standing=offer,
     )
     assert again is None
@@ -169,9 +176,35 @@ def test_a_request_broadcast_again_gets_the_same_open_offer() -> None:
         policy=Policy(),
         node_uuid=NODE,
         now=offer.expires_at + 1,
+        offers_to_manager=1,
         standing=offer,
     )
     assert expired_offer is not None and expired_offer.offer_uuid != offer.offer_uuid
+
+
+def test_offers_to_one_manager_are_capped_but_a_standing_offer_is_sent_again() -> None:
+    policy = Policy(max_offers_per_manager=3)
+    below, _ = offer_for(request("upper", "message"), policy=policy, offers_to_manager=2)
+    assert below is not None
+    req = request("upper", "message")
+    at_cap, send = offer_for(req, policy=policy, offers_to_manager=3)
+    assert at_cap is None
+    assert send.message.decline_message == (
+        "too many open offers to this manager: 3 (limit 3 per manager)"
+    )
+    # A request broadcast again still gets the offer already made for it.
+    again, resent = handlers.on_request(
+        request("upper", "message"),
+        MANAGER,
+        catalogue=CATALOGUE,
+        load=IDLE,
+        policy=policy,
+        node_uuid=NODE,
+        now=101.0,
+        offers_to_manager=3,
+        standing=below,
+    )
+    assert again is None and resent.message.offer_uuid == uuid.UUID(below.offer_uuid).bytes
 
 
 @pytest.mark.parametrize(

@@ -230,6 +230,22 @@ async def test_input_that_cannot_be_in_an_environment_fails_without_running(
     assert not marker.exists()
 
 
+async def test_inputs_too_large_together_fail_with_the_reason_not_an_exec_error(
+    root: Path, tmp_path: Path
+) -> None:
+    # Each fits in one variable, but 20 x 120 kB pass ARG_MAX (2 MiB): exec would
+    # fail with E2BIG.
+    marker = tmp_path / "ran"
+    names = tuple(f"i{n}" for n in range(20))
+    job = spec(f"touch {marker}; echo '{{\"o\": 1}}'", inputs=names)
+    result = await run(job, dict.fromkeys(names, "x" * 120_000), root)
+    assert not result.ok and result.exit_code is None
+    assert "too large for the environment together" in result.reason
+    assert result.reason.endswith("; the job was not started")
+    assert "could not start bash" not in result.reason
+    assert not marker.exists()
+
+
 # --- failure modes ---------------------------------------------------------------
 
 

@@ -26,6 +26,7 @@ from caroni.protocol import (
 )
 from caroni.transport.base import Consumer
 from caroni.transport.memory import MemoryBroker, MemoryTransport
+from tests.waiting import eventually
 
 MANAGER = "wf.manager.PEERPEERPEERPEERPEERPE"
 WAIT = 60.0
@@ -34,7 +35,8 @@ WAIT = 60.0
 class PeerManager:
     """Sends protocol messages to agents and collects what they answer."""
 
-    def __init__(self, broker: MemoryBroker) -> None:
+    def __init__(self, broker: MemoryBroker, key: str = MANAGER) -> None:
+        self.key = key
         self.transport = MemoryTransport(broker)
         self.inbox: asyncio.Queue[object] = asyncio.Queue()
         self._consumer: Consumer | None = None
@@ -42,7 +44,7 @@ class PeerManager:
 
     async def start(self) -> None:
         await self.transport.connect()
-        self._consumer = await self.transport.consume("peer-manager", [MANAGER])
+        self._consumer = await self.transport.consume(f"peer-{self.key}", [self.key])
         self._reader = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
@@ -59,7 +61,7 @@ class PeerManager:
 
     async def send(self, to: str, message: object) -> None:
         body = seal(message, message_id=new_message_id())  # type: ignore[arg-type]
-        await self.transport.publish(to, body, reply_to=MANAGER)
+        await self.transport.publish(to, body, reply_to=self.key)
 
     async def expect(self, kind: type, match=lambda m: True):  # type: ignore[no-untyped-def]
         """The next answer of ``kind`` satisfying ``match`` (others are kept for later)."""
@@ -175,3 +177,76 @@ async def test_only_the_owning_manager_may_send_data_or_kill(one_slot_agent) -> 
     status = await manager.expect(pb.JobStatusUpdate, lambda m: m.job_uuid == job)
     assert status.job_status == pb.JOB_STATUS_PENDING
     assert agent.node.counters["dead_lettered"] == 1
+
+
+def _request(job_type: str = "record") -> pb.JobFulfillmentRequest:
+    return pb.JobFulfillmentRequest(
+        request_uuid=uuid.uuid4().bytes,
+        job_type_name=job_type,
+        parameters=[pb.JobParameter(key="name")],
+    )
+
+
+async def test_a_flood_from_one_manager_holds_at_most_the_cap_and_others_still_get_offers(
+    tmp_path: Path,
+) -> None:
+    broker = MemoryBroker()
+    agent = AgentNode(
+        MemoryTransport(broker),
+        str(tmp_path / "agent.sqlite3"),
+        policy=Policy(max_offers_per_manager=5),
+        workdir=tmp_path / "jobs",
+    )
+    await agent.transport.connect()
+    await agent.start()
+    await agent.add_job_type(JobTypeSpec("record", ("name",), ("out",), "true"))
+    flooder = PeerManager(broker, "wf.manager.FLOODFLOODFLOODFLOODFL")
+    other = PeerManager(broker)
+    await flooder.start()
+    await other.start()
+    try:
+        for _ in range(40):
+            await flooder.send(FULFILLMENT_KEY, _request())
+        answers = [
+            await flooder.expect((pb.JobFulfillmentOffer, pb.JobFulfillmentDecline))
+            for _ in range(40)
+        ]
+        offers = [a for a in answers if isinstance(a, pb.JobFulfillmentOffer)]
+        declines = [a for a in answers if isinstance(a, pb.JobFulfillmentDecline)]
+        assert len(offers) == 5
+        assert {d.decline_message for d in declines} == {
+            "too many open offers to this manager: 5 (limit 5 per manager)"
+        }
+        with agent.engine.connect() as conn:
+            assert agent.role.store.open_offers(conn) == {flooder.key: 5}
+
+        # Another manager is still served while the flooder's offers stand.
+        await other.send(FULFILLMENT_KEY, _request())
+        assert isinstance(
+            await other.expect((pb.JobFulfillmentOffer, pb.JobFulfillmentDecline)),
+            pb.JobFulfillmentOffer,
+        )
+        # The cap is on offers open at a time: one rejected makes room for one more.
+        agent_key = "wf.agent." + _key_id(offers[0].site.site_uuid)
+        reject = pb.JobFulfillmentOfferReject(
+            request_uuid=offers[0].request_uuid, offer_uuid=offers[0].offer_uuid
+        )
+        await flooder.send(agent_key, reject)
+        await eventually(
+            lambda: _open_offers(agent).get(flooder.key) == 4, "the rejected offer closed"
+        )
+        await flooder.send(FULFILLMENT_KEY, _request())
+        assert isinstance(
+            await flooder.expect((pb.JobFulfillmentOffer, pb.JobFulfillmentDecline)),
+            pb.JobFulfillmentOffer,
+        )
+    finally:
+        await flooder.stop()
+        await other.stop()
+        await agent.stop()
+        await agent.transport.close()
+
+
+def _open_offers(agent: AgentNode) -> dict[str, int]:
+    with agent.engine.connect() as conn:
+        return agent.role.store.open_offers(conn)

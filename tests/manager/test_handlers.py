@@ -153,6 +153,48 @@ def test_refused_workflows_fail_with_the_reason_and_tell_the_submitter(
     assert sends[0].message.state == "failed"
 
 
+def test_an_input_too_large_for_a_jobs_environment_is_refused_before_any_request() -> None:
+    workflow, sends = new_workflow(inputs={"start_message": "x" * 1_000_000})
+    assert workflow.state == WorkflowState.FAILED
+    assert workflow.reason == (
+        "refused: step 'step1' cannot take its inputs: input 'message' is too large for the "
+        "environment (1000020 bytes as CARONI_ENV_message; Linux allows 131072 per variable)"
+    )
+    assert [(s.to, type(s.message)) for s in sends] == [(CLIENT, pb.WorkFlowStatus)]
+    assert sends[0].message.reason == workflow.reason
+    assert all(not step.attempts for step in workflow.steps.values())
+
+
+def test_an_input_that_just_fits_a_jobs_environment_is_requested() -> None:
+    # "CARONI_ENV_message=" + value + NUL is exactly the kernel's 131072 bytes.
+    workflow, sends = new_workflow(inputs={"start_message": "x" * (131072 - 20)})
+    assert workflow.state == WorkflowState.RUNNING
+    assert len(of_type(sends, pb.JobFulfillmentRequest)) == 3
+
+
+def test_an_output_too_large_for_its_consumer_fails_the_workflow_without_retries() -> None:
+    workflow, requests = new_workflow()
+    place_all(workflow, requests, FakeAgent())
+    sends = complete(workflow, "step1", {"jobout": "y" * 200_000})
+    assert workflow.state == WorkflowState.FAILED
+    assert workflow.reason.startswith(
+        "step 'step2' cannot take its inputs (from 'step1'): input 'text' is too large for the "
+        "environment (200017 bytes as CARONI_ENV_text;"
+    )
+    step2 = workflow.steps["step2"]
+    assert step2.state == StepState.FAILED and len(step2.attempts) == 1
+    assert step2.why.startswith("cannot take its inputs: input 'text' is too large")
+    # Nothing is requested again and the value is never sent; the waiting jobs are killed.
+    assert of_type(sends, pb.JobFulfillmentRequest) == []
+    assert of_type(sends, pb.JobDataAvailable) == []
+    kills = of_type(sends, pb.JobKill)
+    assert {k.message.job_uuid for k in kills} == {
+        job_of(workflow, "step2"),
+        job_of(workflow, "step3"),
+    }
+    assert of_type(sends, pb.WorkFlowStatus)[0].message.reason == workflow.reason
+
+
 def test_a_whole_chain_runs_and_data_flows_only_once_every_step_is_placed() -> None:
     workflow, requests = new_workflow()
     agent = FakeAgent()

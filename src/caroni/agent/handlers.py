@@ -40,8 +40,12 @@ def decline_reason(
     catalogue: Mapping[str, JobTypeSpec],
     load: Load,
     policy: Policy,
+    offers_to_manager: int,
 ) -> str:
-    """Why this agent will not offer for ``request``, or "" when it will."""
+    """Why this agent will not offer for ``request``, or "" when it will.
+
+    ``offers_to_manager``: offers open to the requesting manager right now.
+    """
     if not policy.serves(manager_key):
         return "this agent does not serve that manager"
     spec = catalogue.get(request.job_type_name)
@@ -54,6 +58,11 @@ def decline_reason(
         )
     if load.reserved >= policy.max_reserved:
         return f"full: {load.reserved} jobs reserved (limit {policy.max_reserved})"
+    if offers_to_manager >= policy.max_offers_per_manager:
+        return (
+            f"too many open offers to this manager: {offers_to_manager} "
+            f"(limit {policy.max_offers_per_manager} per manager)"
+        )
     return ""
 
 
@@ -66,12 +75,14 @@ def on_request(
     policy: Policy,
     node_uuid: uuid.UUID,
     now: float,
+    offers_to_manager: int,
     standing: Offer | None = None,
 ) -> tuple[Offer | None, Send]:
     """Offer for a request we can serve, decline it otherwise.
 
     ``standing`` is an offer still open for the same request and manager (the
-    request was broadcast again): it is sent again rather than doubled.
+    request was broadcast again): it is sent again rather than doubled, even at
+    the per-manager cap (``offers_to_manager`` counts it already).
     Returns the new offer to store (None when declining or repeating).
     """
     site = pb.Site(
@@ -81,7 +92,7 @@ def on_request(
     )
     if standing is not None and standing.state == OfferState.OPEN and now < standing.expires_at:
         return None, Send(reply_to, _offer_message(standing, site, load, policy))
-    reason = decline_reason(request, reply_to, catalogue, load, policy)
+    reason = decline_reason(request, reply_to, catalogue, load, policy, offers_to_manager)
     if reason:
         decline = pb.JobFulfillmentDecline(
             request_uuid=request.request_uuid, site=site, decline_message=reason

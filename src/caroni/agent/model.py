@@ -86,6 +86,9 @@ class Policy:
 
     slots: int = 2  # jobs running at once
     max_reserved: int = 1000  # open offers plus pending and queued jobs
+    # Open offers to one manager: a flood of requests from one manager, perhaps a
+    # made-up one, cannot hold every reservation while others wait.
+    max_offers_per_manager: int = 100
     offer_ttl: float = 60.0  # seconds an offer stays valid
     site_identifier: str = ""
     site_contact: str = ""

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from caroni.agent.jobtypes import JobTypeSpec
+from caroni.protocol.job_env import env_name, env_problem
 
 __all__ = ["JobResult", "run_job"]
 
@@ -40,9 +41,6 @@ logger = logging.getLogger("caroni.agent.runner")
 BASE_PATH = "/usr/local/bin:/usr/bin:/bin"
 TAIL_BYTES = 4096
 STDERR_REASON_LINES = 20
-# Linux refuses to exec when one "NAME=value" string (with its NUL) exceeds
-# MAX_ARG_STRLEN (32 pages); say so plainly instead of failing with E2BIG.
-ENV_ENTRY_LIMIT = 32 * 4096
 # How long to wait for the pipes to reach EOF once bash has exited and its process
 # group is killed; only a process that left the group (setsid) can hold them longer.
 PIPE_GRACE_SECONDS = 5.0
@@ -151,22 +149,9 @@ def _check_inputs(spec: JobTypeSpec, inputs: Mapping[str, str]) -> str | None:
     if missing:
         names = ", ".join(repr(n) for n in missing)
         return f"input{'s' if len(missing) > 1 else ''} {names} missing; the job was not started"
-    for name in spec.inputs:
-        value = inputs[name]
-        if not isinstance(value, str):
-            return f"input {name!r} is not a string"
-        if "\0" in value:
-            return f"input {name!r} contains a NUL character; an environment cannot hold it"
-        try:
-            size = len(f"CARONI_ENV_{name}={value}".encode("utf-8", "surrogateescape")) + 1
-        except UnicodeEncodeError:
-            return f"input {name!r} cannot be encoded for the environment"
-        if size > ENV_ENTRY_LIMIT:
-            return (
-                f"input {name!r} is too large for the environment "
-                f"({size} bytes; Linux allows {ENV_ENTRY_LIMIT} per variable)"
-            )
-    return None
+    # Said plainly here rather than as the E2BIG of a failed exec.
+    problem = env_problem({name: inputs[name] for name in spec.inputs})
+    return f"{problem}; the job was not started" if problem else None
 
 
 def _check_extra_env(extra_env: Mapping[str, str]) -> None:
@@ -347,7 +332,7 @@ class _JobRun:
             }
 
         env = {"PATH": BASE_PATH, "HOME": str(workdir), "LANG": "C.UTF-8", "TMPDIR": str(workdir)}
-        env.update({f"CARONI_ENV_{name}": inputs[name] for name in spec.inputs})
+        env.update({env_name(name): inputs[name] for name in spec.inputs})
         env.update(extra_env)
 
         loop = asyncio.get_running_loop()
@@ -380,7 +365,9 @@ class _JobRun:
                 await asyncio.wait({spawn}, timeout=EXIT_GRACE_SECONDS)
                 raise
             except OSError as exc:
-                hint = " (inputs too large for the environment)" if exc.errno == errno.E2BIG else ""
+                # The inputs were checked: what is left is a huge body or agent environment.
+                big = exc.errno == errno.E2BIG
+                hint = " (the body and environment together are too large)" if big else ""
                 return self.result(f"could not start bash: {exc}{hint}")
             try:
                 return await self._supervise(transport, proto)

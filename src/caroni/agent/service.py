@@ -112,6 +112,7 @@ class AgentRole:
         if kind == "JobFulfillmentRequest":
             tx.subject = uuid.UUID(bytes=msg.request_uuid).hex
             load = self._load(tx)
+            offers_to: dict[str, int] = tx.shared["offers_to"]
             offer, send = handlers.on_request(
                 msg,
                 incoming.reply_to,
@@ -120,6 +121,7 @@ class AgentRole:
                 policy=self.policy,
                 node_uuid=tx.node_uuid,
                 now=tx.now,
+                offers_to_manager=offers_to.get(incoming.reply_to, 0),
                 standing=self._standing_offer(tx, tx.subject, incoming.reply_to),
             )
             if offer is not None:
@@ -127,10 +129,12 @@ class AgentRole:
                 unit.new_offers.append(offer)
                 unit.open_offers[(offer.request_uuid, offer.manager_key)] = offer
                 tx.shared["load"] = Load(load.running, load.reserved + 1)
+                offers_to[offer.manager_key] = offers_to.get(offer.manager_key, 0) + 1
             tx.send(send.to, send.message)
             return
         # Everything else may change what jobs and offers count for.
         tx.shared.pop("load", None)
+        tx.shared.pop("offers_to", None)
         tx.shared.pop("running", None)
         if kind == "JobFulfillmentOfferAccept":
             self._accept(tx, incoming)
@@ -192,15 +196,19 @@ class AgentRole:
         return job
 
     def _load(self, tx: Tx) -> Load:
-        """How busy this agent is; counted once per transaction (a batch of requests)."""
+        """How busy this agent is; counted once per transaction (a batch of requests).
+
+        Also leaves the open offers by manager in ``tx.shared["offers_to"]``.
+        """
         load: Load | None = tx.shared.get("load")
         if load is None:
             self._write(tx)  # count what this transaction changed too
             counts = self.store.count_live(tx.conn)
             reserved = sum(counts.get(str(s), 0) for s in (JobStatus.PENDING, JobStatus.QUEUED))
+            offers_to = tx.shared["offers_to"] = self.store.open_offers(tx.conn)
             load = tx.shared["load"] = Load(
                 running=counts.get(str(JobStatus.RUNNING), 0),
-                reserved=reserved + self.store.open_offers(tx.conn),
+                reserved=reserved + sum(offers_to.values()),
             )
         return load
 

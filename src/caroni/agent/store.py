@@ -36,7 +36,11 @@ _COUNT_LIVE = (
     .group_by(jobs.c.status)
 )
 _COUNT_RUNNING = select(func.count()).where(jobs.c.status == str(JobStatus.RUNNING))
-_COUNT_OPEN_OFFERS = select(func.count()).where(offers.c.state == str(OfferState.OPEN))
+_COUNT_OPEN_OFFERS = (
+    select(offers.c.manager_key, func.count())
+    .where(offers.c.state == str(OfferState.OPEN))
+    .group_by(offers.c.manager_key)
+)
 _NEXT_READY = (
     select(jobs.c.doc)
     .where(jobs.c.status == str(JobStatus.QUEUED))
@@ -162,8 +166,9 @@ class AgentStore:
     def count_running(self, conn: Connection) -> int:
         return conn.execute(_COUNT_RUNNING).scalar_one()
 
-    def open_offers(self, conn: Connection) -> int:
-        return conn.execute(_COUNT_OPEN_OFFERS).scalar_one()
+    def open_offers(self, conn: Connection) -> dict[str, int]:
+        """How many offers are open, by the manager they were made to."""
+        return {manager: count for manager, count in conn.execute(_COUNT_OPEN_OFFERS).all()}
 
     def next_ready(self, conn: Connection, limit: int) -> list[AgentJob]:
         """Queued jobs in the order they became ready (first ready, first run)."""

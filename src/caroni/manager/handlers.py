@@ -29,6 +29,7 @@ from caroni.manager.model import (
 from caroni.manager.templates import Template
 from caroni.node.runtime import Send
 from caroni.protocol import FULFILLMENT_KEY, pb
+from caroni.protocol.job_env import env_problem
 
 DEFAULT_MAX_ATTEMPTS = 5
 
@@ -85,6 +86,16 @@ def refusal_reason(template: Template | None, template_name: str, inputs: Mappin
     if problems:
         expected = ", ".join(template.inputs) or "none"
         return f"{'; '.join(problems)} (template {template_name!r} takes: {expected})"
+    for spec in template.steps.values():
+        # A step fed by workflow inputs could never start: every attempt would fail.
+        given = {
+            name: inputs[source.name]
+            for name, source in spec.inputs.items()
+            if source.step is None and source.name in inputs
+        }
+        problem = env_problem(given)
+        if problem:
+            return f"step {spec.name!r} cannot take its inputs: {problem}"
     return ""
 
 
@@ -374,11 +385,32 @@ def _maybe_complete_step(
         return []
     attempt.state = AttemptState.COMPLETED
     step.state = StepState.COMPLETED
+    fed: list[str] = []
     for flow in workflow.dataflows:
         producer, _, output = flow.source.partition("/")
         if producer == step.name and flow.value is None:
             flow.value = attempt.outputs[output]
+            if flow.target_step is not None and flow.target_step not in fed:
+                fed.append(flow.target_step)
+    for name in fed:
+        # Every attempt of a consumer whose inputs cannot fit would fail: fail it now.
+        problem = env_problem(_known_inputs(workflow, name))
+        if problem:
+            consumer = workflow.steps[name]
+            consumer.state = StepState.FAILED
+            consumer.reason = f"cannot take its inputs: {problem}"
+            why = f"step {name!r} cannot take its inputs (from {step.name!r}): {problem}"
+            return finish(workflow, WorkflowState.FAILED, why, now)
     return _deliver_data(workflow) + _record_outputs(workflow, now)
+
+
+def _known_inputs(workflow: Workflow, step_name: str) -> dict[str, str]:
+    """The values a step has been given so far, by input name."""
+    return {
+        flow.target_name: flow.value
+        for flow in workflow.dataflows
+        if flow.target_step == step_name and flow.value is not None
+    }
 
 
 def _give_up(

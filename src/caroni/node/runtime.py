@@ -730,8 +730,11 @@ class Node:
         backoff = 0.1
         swept_stale_at = time.monotonic()
         while True:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel
+            # that meets the wakeup, and stop() then waits for this loop forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._outbox_wakeup.wait(), STALE_OUTBOX_INTERVAL)
+                async with asyncio.timeout(STALE_OUTBOX_INTERVAL):
+                    await self._outbox_wakeup.wait()
             self._outbox_wakeup.clear()
             try:
                 if self._sweep_before is not None:
@@ -841,7 +844,8 @@ class Node:
         if self._idle.is_set():
             return
         try:
-            await asyncio.wait_for(self._idle.wait(), self.max_timer_deferral)
+            async with asyncio.timeout(self.max_timer_deferral):  # see _publish_loop
+                await self._idle.wait()
         except TimeoutError:
             log.info(
                 "timers fire although deliveries still wait (busy for %.0fs)",
