@@ -143,7 +143,7 @@ async def test_a_fresh_object_kills_what_the_record_names(
     other_escaped = await bodies[1].escaped_pid()
     assert (root / RECORD_DIR / f"{job}.json").exists()
 
-    what = Containments(root, mechanism).kill_leftovers(job)
+    what = Containments(root, mechanism).kill_leftovers(job)[1]
 
     assert what.startswith("killed "), what
     assert str(escaped) in what and str(bodies[0].proc.pid) in what
@@ -152,7 +152,7 @@ async def test_a_fresh_object_kills_what_the_record_names(
     assert not (root / RECORD_DIR / f"{job}.json").exists()
     # The other job is not touched.
     assert alive(other_escaped) and bodies[1].proc.poll() is None
-    what = Containments(root, mechanism).kill_leftovers(other)
+    what = Containments(root, mechanism).kill_leftovers(other)[1]
     assert str(other_escaped) in what and str(bodies[1].proc.pid) in what
     assert not alive(other_escaped)
 
@@ -166,7 +166,7 @@ async def test_leftovers_of_a_job_without_a_record_are_found_by_its_mark(
     escaped = await bodies[0].escaped_pid()
     (root / RECORD_DIR / f"{job}.json").unlink()  # as if the agent died before writing it
 
-    what = Containments(root, Mechanism.SESSION).kill_leftovers(job)
+    what = Containments(root, Mechanism.SESSION).kill_leftovers(job)[1]
 
     assert str(escaped) in what and str(bodies[0].proc.pid) in what, what
     assert not alive(escaped)
@@ -184,7 +184,7 @@ async def test_a_reused_pid_is_not_the_body(root: Path, bodies: list[Body]) -> N
     doc.update(job_id=job, start_time=doc["start_time"] - 1, workdir="")
     (root / RECORD_DIR / f"{job}.json").write_text(json.dumps(doc))
 
-    what = Containments(root, Mechanism.SESSION).kill_leftovers(job)
+    what = Containments(root, Mechanism.SESSION).kill_leftovers(job)[1]
 
     assert what == "killed 0 processes in its session and mark", what
     assert bystander.proc.poll() is None

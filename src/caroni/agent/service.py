@@ -92,8 +92,9 @@ class AgentRole:
     def _kill_leftovers(self, job_uuids: list[str]) -> None:
         """Before a cut-off job runs again, end every process its first run left."""
         for job_uuid in job_uuids:
-            what = self.containments.kill_leftovers(job_uuid)
-            log.info("job %s: cut off by a stop or crash; %s", job_uuid, what)
+            killed, what = self.containments.kill_leftovers(job_uuid)
+            level = logging.WARNING if killed else logging.INFO
+            log.log(level, "job %s: cut off by a stop or crash; %s", job_uuid, what)
 
     def _recover(self, tx: Tx) -> None:
         self.catalogue = self.store.job_types(tx.conn)

@@ -94,9 +94,9 @@ class Containments:
         self._write(record)
         return containment
 
-    def kill_leftovers(self, job_id: str) -> str:
+    def kill_leftovers(self, job_id: str) -> tuple[set[int], str]:
         """Kill what a previous agent process left running for ``job_id`` and remove its
-        work directory; say what was done (for one log line)."""
+        work directory; the pids killed, and what was done in words (for a log line)."""
         try:
             record = _Record(**json.loads(self._path(job_id).read_text()))
         except FileNotFoundError:
@@ -106,6 +106,7 @@ class Containments:
         except (OSError, ValueError, TypeError) as exc:
             logger.warning("job %s: unreadable containment record (%s)", job_id, exc)
             record = _Record(job_id, str(Mechanism.SESSION), boot_id(), "")
+        killed: set[int] = set()
         if record.boot_id != boot_id():
             what = "nothing to kill (the machine restarted since)"
         else:
@@ -117,7 +118,7 @@ class Containments:
         if record.workdir:
             shutil.rmtree(record.workdir, ignore_errors=True)
         self._path(job_id).unlink(missing_ok=True)
-        return what
+        return killed, what
 
     # --- records ----------------------------------------------------------------------
 
