@@ -21,6 +21,7 @@ from caroni.agent.containment import (
 )
 from caroni.agent.containment._cgroup import usable_parent
 from caroni.agent.containment._proc import read_proc
+from caroni.errors import ConfigError
 from tests.waiting import eventually
 
 # A child that leaves the body's session, says its pid, and stays; then the body
@@ -193,5 +194,5 @@ async def test_a_reused_pid_is_not_the_body(root: Path, bodies: list[Body]) -> N
 def test_a_cgroup_is_refused_where_there_is_none(root: Path) -> None:
     if usable_parent() is not None:
         pytest.skip("this machine has a usable cgroup")
-    with pytest.raises(ValueError, match="no writable cgroup"):
+    with pytest.raises(ConfigError, match="may not make a cgroup"):
         Containments(root, Mechanism.CGROUP)

@@ -3,9 +3,10 @@ left (a child that called setsid too) before running the job again, so the job's
 body never runs twice at once, and the workflow completes.
 
 A manager and an agent as OS processes over real RabbitMQ, each with a SQLite
-database. The agent's foojob0 is replaced by a body that logs its runs to a file,
-notes an overlap (an earlier run still alive when it starts), starts a child in a
-session of its own, and waits for the test to release it.
+database, once for each containment. The agent's foojob0 is replaced by a body
+that logs its runs to a file, notes an overlap (an earlier run still alive when it
+starts), starts a child in a session of its own, and waits for the test to
+release it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 import caroni
+from caroni.agent.containment._cgroup import usable_parent
 from caroni.agent.containment._proc import read_proc
 from tests.processes import NodeProcess
 from tests.waiting import eventually
@@ -89,8 +91,25 @@ def manager(tmp_path: Path, amqp_url: str) -> Iterator[tuple[NodeProcess, str]]:
         assert node.stop() == 0
 
 
+@pytest.mark.parametrize(
+    "containment",
+    [
+        "session",
+        pytest.param(
+            "cgroup",
+            marks=pytest.mark.skipif(
+                usable_parent() is None,
+                reason="no cgroup v2 here that this process may make child cgroups in",
+            ),
+        ),
+    ],
+)
 async def test_a_restarted_agent_kills_the_cut_off_run_before_running_it_again(
-    tmp_path: Path, amqp_url: str, manager: tuple[NodeProcess, str], job_types: Path
+    tmp_path: Path,
+    amqp_url: str,
+    manager: tuple[NodeProcess, str],
+    job_types: Path,
+    containment: str,
 ) -> None:
     _, manager_key = manager
     trace = tmp_path / "trace"
@@ -98,7 +117,7 @@ async def test_a_restarted_agent_kills_the_cut_off_run_before_running_it_again(
     agent = NodeProcess(
         ["agent", "--db", str(tmp_path / "agent.sqlite3"), "--job-types", str(job_types)]
         + ["--name", "agent-1", "--workdir", str(tmp_path / "jobs")]
-        + ["--amqp", amqp_url, "--http", "none", "-v"],
+        + ["--containment", containment, "--amqp", amqp_url, "--http", "none", "-v"],
         cwd=tmp_path,
     ).start()
     agent.wait_for_line(r"agent key: ")

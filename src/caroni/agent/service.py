@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from caroni.agent import handlers
-from caroni.agent.containment import Containments
+from caroni.agent.containment import Containments, Mechanism
 from caroni.agent.jobtypes import JobTypeSpec
 from caroni.agent.model import AgentJob, JobStatus, Load, Offer, OfferState, Policy
 from caroni.agent.runner import JobResult, run_job
@@ -44,11 +44,12 @@ class AgentRole:
 
     name = "agent"
 
-    def __init__(self, policy: Policy, workdir: Path) -> None:
+    def __init__(self, policy: Policy, workdir: Path, containment: Mechanism | None = None) -> None:
         self.policy = policy
         self.workdir = workdir
-        # Where jobs' processes are kept, and what a crashed predecessor left.
-        self.containments = Containments(workdir)
+        # Where jobs' processes are kept, and what a crashed predecessor left
+        # (``containment`` forces a mechanism; None picks a cgroup where it can).
+        self.containments = Containments(workdir, containment)
         self.store = AgentStore()
         # Replaced whole (never mutated) so the database thread always sees a
         # consistent catalogue while the event loop installs an edit.

@@ -32,6 +32,7 @@ from typing import Any
 
 from caroni.agent.containment import _cgroup, _session
 from caroni.agent.containment._proc import become_subreaper, boot_id, read_proc
+from caroni.errors import ConfigError
 
 __all__ = ["MARK_VARIABLE", "RECORD_DIR", "Containments", "JobContainment", "Mechanism"]
 
@@ -70,7 +71,10 @@ class Containments:
         self.records.mkdir(mode=0o700, parents=True, exist_ok=True)
         parent = None if mechanism == Mechanism.SESSION else _cgroup.usable_parent()
         if mechanism == Mechanism.CGROUP and parent is None:
-            raise ValueError("no writable cgroup (v2) here to hold jobs")
+            raise ConfigError(
+                "containment 'cgroup' asked for, but this process may not make a cgroup (v2) "
+                "in its own cgroup here"
+            )
         self.cgroup_parent = parent
         self.mechanism = Mechanism.CGROUP if parent is not None else Mechanism.SESSION
 
