@@ -196,3 +196,10 @@ def test_a_cgroup_is_refused_where_there_is_none(root: Path) -> None:
         pytest.skip("this machine has a usable cgroup")
     with pytest.raises(ConfigError, match="may not make a cgroup"):
         Containments(root, Mechanism.CGROUP)
+
+
+def test_records_in_a_directory_others_may_write_to_are_refused(root: Path) -> None:
+    (root / RECORD_DIR).mkdir(parents=True)
+    (root / RECORD_DIR).chmod(0o777)
+    with pytest.raises(ConfigError, match="no one else may write to"):
+        Containments(root, Mechanism.SESSION)

@@ -25,6 +25,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -67,8 +68,10 @@ class Containments:
     """
 
     def __init__(self, work_root: Path, mechanism: Mechanism | None = None) -> None:
-        self.records = Path(work_root) / RECORD_DIR
+        self.work_root = Path(work_root)
+        self.records = self.work_root / RECORD_DIR
         self.records.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._check_records_dir()
         parent = None if mechanism == Mechanism.SESSION else _cgroup.usable_parent()
         if mechanism == Mechanism.CGROUP and parent is None:
             raise ConfigError(
@@ -119,12 +122,26 @@ class Containments:
             what = f"killed {_session.describe(killed)} in {held}"
         if record.cgroup:
             _cgroup.remove(Path(record.cgroup))
-        if record.workdir:
+        if record.workdir and Path(record.workdir).resolve().parent == self.work_root.resolve():
             shutil.rmtree(record.workdir, ignore_errors=True)
         self._path(job_id).unlink(missing_ok=True)
         return killed, what
 
     # --- records ----------------------------------------------------------------------
+
+    def _check_records_dir(self) -> None:
+        # A record makes the agent kill processes and remove a directory: only ours
+        # may be trusted (a work root in /tmp could hold one someone else made).
+        info = os.lstat(self.records)
+        if (
+            not stat.S_ISDIR(info.st_mode)
+            or info.st_uid != os.geteuid()
+            or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        ):
+            raise ConfigError(
+                f"{self.records} must be a directory of this user's that no one else "
+                "may write to; it holds the records of running jobs"
+            )
 
     def _name(self, job_id: str) -> str:
         return _UNSAFE.sub("_", job_id)[:200] or "job"

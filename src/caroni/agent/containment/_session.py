@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Iterable
 
-from caroni.agent.containment._proc import Proc, environ_has, processes
+from caroni.agent.containment._proc import Proc, environ_has, processes, read_proc
 
 logger = logging.getLogger("caroni.agent.containment")
 
@@ -50,6 +50,10 @@ class Children:
                 self.leaders.add(pid)
 
     def leader_gone(self, pid: int) -> None:
+        """Forget a body once whoever waits for it has reaped it."""
+        proc = read_proc(pid)
+        if proc is not None and proc.ppid == os.getpid():
+            return  # not reaped yet: still not ours to reap
         with self.lock:
             self.leaders.discard(pid)
 
