@@ -18,6 +18,7 @@ from caroni.agent.containment import (
     Containments,
     JobContainment,
     Mechanism,
+    _cgroup,
 )
 from caroni.agent.containment._cgroup import usable_parent
 from caroni.agent.containment._proc import read_proc
@@ -83,6 +84,10 @@ class Body:
 def alive(pid: int) -> bool:
     proc = read_proc(pid)
     return proc is not None and proc.alive
+
+
+def exists(path: Path) -> bool:
+    return path.exists()
 
 
 @pytest.fixture
@@ -189,6 +194,26 @@ async def test_a_reused_pid_is_not_the_body(root: Path, bodies: list[Body]) -> N
 
     assert what == "killed 0 processes in its session and mark", what
     assert bystander.proc.poll() is None
+
+
+@pytest.mark.skipif(usable_parent() is None, reason="no usable cgroup v2 here")
+async def test_a_cgroup_without_cgroup_kill_is_emptied_one_process_at_a_time(
+    root: Path, bodies: list[Body]
+) -> None:
+    containments = Containments(root, Mechanism.CGROUP)
+    job = job_id()
+    containment = containments.open(job, root / job)
+    body = Body(containment, ESCAPE_ORPHANED, root / job)
+    bodies.append(body)
+    escaped = await body.escaped_pid()
+    cgroup = Path(json.loads((root / RECORD_DIR / f"{job}.json").read_text())["cgroup"])
+
+    killed = _cgroup.kill(cgroup, job, use_kill_file=False)
+
+    assert {body.proc.pid, escaped} <= killed
+    assert not alive(escaped) and not alive(body.proc.pid)
+    containment.close()
+    assert not exists(cgroup)
 
 
 def test_a_cgroup_is_refused_where_there_is_none(root: Path) -> None:

@@ -106,12 +106,13 @@ def _pids(path: Path) -> list[int]:
     return pids
 
 
-def kill(path: Path, job_id: str) -> set[int]:
-    """Kill every process in the cgroup ``path``; the pids that were in it."""
+def kill(path: Path, job_id: str, *, use_kill_file: bool = True) -> set[int]:
+    """Kill every process in the cgroup ``path``; the pids that were in it.
+    (``use_kill_file=False`` kills one process at a time, as before Linux 5.14.)"""
     if not path.is_dir():
         return set()
     killed: set[int] = set()
-    has_kill = (path / "cgroup.kill").exists()
+    has_kill = use_kill_file and (path / "cgroup.kill").exists()
     deadline = time.monotonic() + KILL_DEADLINE_SECONDS
     while pids := _pids(path):
         killed.update(pids)
