@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
+from caroni.agent.containment import Mechanism
 from caroni.agent.jobtypes import JobTypeSpec, load_job_types
 from caroni.agent.model import Policy
 from caroni.agent.service import AgentRole
@@ -168,12 +169,13 @@ class AgentNode(_NodeService):
         workdir: Path | None = None,
         http: str | None = None,
         trust: TrustSettings | None = None,
+        containment: Mechanism | None = None,
     ) -> None:
         super().__init__(transport, db_url, http, trust)
         if workdir is None:
             workdir = Path(tempfile.gettempdir()) / "caroni-jobs"
         workdir.mkdir(parents=True, exist_ok=True)
-        self.role = AgentRole(policy or Policy(), workdir)
+        self.role = AgentRole(policy or Policy(), workdir, containment)
 
     async def start(self) -> None:
         self._open(self.role, agent_key)

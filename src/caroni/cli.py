@@ -299,17 +299,28 @@ def agent(
         float, typer.Option(min=1, help="Seconds an offer stays valid.")
     ] = Policy().offer_ttl,
     workdir: Annotated[Path | None, typer.Option(help="Where job working dirs go.")] = None,
+    containment: Annotated[
+        str,
+        typer.Option(
+            envvar="CARONI_CONTAINMENT",
+            help="Where a job's processes are kept: auto (a cgroup where this process "
+            "may make one, else a session), cgroup or session.",
+        ),
+    ] = "auto",
     http: AgentHttp = "127.0.0.1:8001",
     key: KeyFile = None,
     require_signatures: RequireSignatures = False,
     verbose: Verbose = 0,
 ) -> None:
     """Run an agent until interrupted."""
+    from caroni.agent.containment import Mechanism
     from caroni.app import AgentNode
     from caroni.demo.main import DEMO_JOB_TYPES
     from caroni.trust import TrustSettings
 
     _logging(verbose)
+    if containment not in ("auto", "cgroup", "session"):
+        raise _fail(f"--containment must be auto, cgroup or session, not {containment!r}")
     transport = _amqp(amqp, exchange, compat)
     policy = Policy(
         slots=slots,
@@ -329,6 +340,7 @@ def agent(
             workdir=workdir,
             http=http,
             trust=TrustSettings(key_file=key, require_signatures=require_signatures),
+            containment=None if containment == "auto" else Mechanism(containment),
         )
     except CaroniError as exc:
         raise _fail(str(exc)) from exc

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 import caroni
+from caroni.agent.containment import RECORD_DIR
 from caroni.agent.jobtypes import JobTypeSpec, load_job_types
 from caroni.agent.runner import JobResult, run_job
 
@@ -59,7 +60,11 @@ def alive(pid: int) -> bool:
 
 
 def no_workdirs_left(root: Path) -> bool:
-    return not root.exists() or not any(root.iterdir())
+    """No work directory left under ``root``, nor a containment record of a job."""
+    records = root / RECORD_DIR
+    if records.exists() and any(records.iterdir()):
+        return False
+    return not root.exists() or all(entry == records for entry in root.iterdir())
 
 
 def pwned_anywhere(*dirs: Path) -> list[Path]:

@@ -5,8 +5,10 @@ variable ``CARONI_ENV_<input name>`` -- inputs are never spliced into the script
 text, so a hostile value stays data -- and the body's standard output must be one
 JSON object whose keys are the output names.
 
-The child runs in a process group of its own so that a time limit, an oversized
-output or a cancelled task kills everything the body started, not just bash.
+The child runs in a containment of its own (a cgroup, or a session; see
+``caroni.agent.containment``) so that a time limit, an oversized output, a
+cancelled task or the body's end kills everything the body started, not just bash,
+even a process that called ``setsid``.
 Memory stays bounded: standard output is kept up to ``max_output_bytes``, standard
 error only as a tail.
 """
@@ -31,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from caroni.agent.containment import Containments, JobContainment
 from caroni.agent.jobtypes import JobTypeSpec
 from caroni.protocol.job_env import env_name, env_problem
 
@@ -41,8 +44,8 @@ logger = logging.getLogger("caroni.agent.runner")
 BASE_PATH = "/usr/local/bin:/usr/bin:/bin"
 TAIL_BYTES = 4096
 STDERR_REASON_LINES = 20
-# How long to wait for the pipes to reach EOF once bash has exited and its process
-# group is killed; only a process that left the group (setsid) can hold them longer.
+# How long to wait for the pipes to reach EOF once bash has exited and its
+# containment is killed; only a process that escaped it can hold them longer.
 PIPE_GRACE_SECONDS = 5.0
 # After a kill on cancellation, how long to wait for bash to be reaped.
 EXIT_GRACE_SECONDS = 5.0
@@ -160,25 +163,26 @@ def _check_extra_env(extra_env: Mapping[str, str]) -> None:
             raise ValueError(f"extra_env entry {key!r} cannot be put in an environment")
 
 
-def _kill_group(pgid: int, job_id: str) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass  # the whole group is gone already
-    except PermissionError:
-        logger.warning("job %s: not allowed to kill process group %d", job_id, pgid)
+@functools.cache
+def _containments(workdir_root: Path) -> Containments:
+    return Containments(workdir_root)
 
 
 def _kill_spawned(
-    spawn: asyncio.Future[tuple[asyncio.SubprocessTransport, _JobProtocol]], job_id: str
+    spawn: asyncio.Future[tuple[asyncio.SubprocessTransport, _JobProtocol]],
+    containment: JobContainment,
+    job_id: str,
 ) -> None:
     """Kill a job whose start finished after its run was cancelled."""
     if spawn.cancelled() or spawn.exception() is not None:
+        containment.spawn_failed()
+        containment.close()
         return  # never started (and the exception is now retrieved)
     transport, _ = spawn.result()
-    _kill_group(transport.get_pid(), job_id)
+    containment.started(transport.get_pid())
+    containment.close()
     transport.close()
-    logger.warning("job %s: cancelled while starting; killed its process group", job_id)
+    logger.warning("job %s: cancelled while starting; killed its containment", job_id)
 
 
 def _make_workdir(root: Path, job_id: str) -> Path:
@@ -226,14 +230,16 @@ async def run_job(
     max_output_bytes: int = 4 * 1024 * 1024,
     extra_env: Mapping[str, str] | None = None,
     run_as: str | None = None,
+    containments: Containments | None = None,
 ) -> JobResult:
     """Run ``spec``'s body with ``inputs`` and return its outputs or why it failed.
 
     ``timeout`` overrides ``spec.timeout`` when given. ``run_as`` names another
     user to run the body as (the agent must be allowed to switch to it, i.e. run
     as root); its working directory is handed to that user. Cancelling the
-    awaiting task kills the job's whole process group, removes its directory and
-    re-raises.
+    awaiting task kills the job's whole containment, removes its directory and
+    re-raises. ``containments`` keeps the job's processes (by default one for
+    ``workdir_root``).
     """
     limit = spec.timeout if timeout is None else timeout
     if limit is not None and not limit > 0:
@@ -248,8 +254,9 @@ async def run_job(
             account = pwd.getpwnam(run_as)
         except KeyError:
             raise ValueError(f"no user {run_as!r} on this machine") from None
+    root = Path(workdir_root)
     run = _JobRun(spec, job_id, limit, max_output_bytes, account)
-    return await run.run(inputs, Path(workdir_root), env_extra)
+    return await run.run(inputs, root, env_extra, containments or _containments(root))
 
 
 class _JobRun:
@@ -306,7 +313,11 @@ class _JobRun:
         )
 
     async def run(
-        self, inputs: Mapping[str, str], workdir_root: Path, extra_env: dict[str, str]
+        self,
+        inputs: Mapping[str, str],
+        workdir_root: Path,
+        extra_env: dict[str, str],
+        containments: Containments,
     ) -> JobResult:
         spec, job_id = self.spec, self.job_id
         for name in sorted(set(inputs) - set(spec.inputs)):
@@ -338,9 +349,14 @@ class _JobRun:
         loop = asyncio.get_running_loop()
         try:
             logger.info("job %s: starting %s in %s", job_id, spec.name, workdir)
+            try:
+                containment = containments.open(job_id, workdir)
+            except OSError as exc:
+                return self.result(f"could not set up the job's containment: {exc}")
+            env.update(containment.env)
             # Shielded: if we are cancelled while asyncio is still connecting the pipes,
             # its own cleanup would kill bash alone and then wait for pipes that bash's
-            # children still hold. We let the spawn finish and kill the whole group.
+            # children still hold. We let the spawn finish and kill the whole job.
             spawn = asyncio.ensure_future(
                 loop.subprocess_exec(
                     lambda: _JobProtocol(loop, self.max_output_bytes),
@@ -353,35 +369,43 @@ class _JobRun:
                     stderr=subprocess.PIPE,
                     cwd=workdir,
                     env=env,
-                    start_new_session=True,  # own process group: one kill reaches every child
+                    **containment.popen_kwargs(),  # its own session (and cgroup)
                     **as_user,  # type: ignore[arg-type]  # Popen takes user/group; the stub does not say
                 )
             )
             try:
                 transport, proto = await asyncio.shield(spawn)
             except asyncio.CancelledError:
-                spawn.add_done_callback(functools.partial(_kill_spawned, job_id=job_id))
+                spawn.add_done_callback(
+                    functools.partial(_kill_spawned, containment=containment, job_id=job_id)
+                )
                 # Normally only milliseconds: wait, so the workdir goes after the job is dead.
                 await asyncio.wait({spawn}, timeout=EXIT_GRACE_SECONDS)
                 raise
-            except OSError as exc:
+            except (OSError, subprocess.SubprocessError) as exc:
+                containment.spawn_failed()
+                containment.close()
                 # The inputs were checked: what is left is a huge body or agent environment.
-                big = exc.errno == errno.E2BIG
+                big = getattr(exc, "errno", None) == errno.E2BIG
                 hint = " (the body and environment together are too large)" if big else ""
                 return self.result(f"could not start bash: {exc}{hint}")
+            containment.started(transport.get_pid())
             try:
-                return await self._supervise(transport, proto)
+                return await self._supervise(transport, proto, containment)
             finally:
+                containment.close()  # whatever is left of the job, and its record
                 transport.close()
         finally:
             await _remove_workdir(workdir, job_id)
 
     async def _supervise(
-        self, transport: asyncio.SubprocessTransport, proto: _JobProtocol
+        self,
+        transport: asyncio.SubprocessTransport,
+        proto: _JobProtocol,
+        containment: JobContainment,
     ) -> JobResult:
         """Wait for the job to end (or kill it) and turn what it wrote into a result."""
         job_id, limit, max_bytes = self.job_id, self.limit, self.max_output_bytes
-        pgid = transport.get_pid()  # start_new_session made bash the leader of its group
         killed_for = ""
         try:
             ends: set[asyncio.Future[Any]] = {proto.exited, proto.overflow}
@@ -391,19 +415,19 @@ class _JobRun:
             elif not proto.exited.done():
                 killed_for = f"killed after {float(limit or 0)} s (time limit)"
             if killed_for:
-                _kill_group(pgid, job_id)
+                containment.kill()
             returncode = await proto.exited
-            # Children left behind in the group would hold the pipes open forever.
-            _kill_group(pgid, job_id)
+            # Children left behind would hold the pipes open forever.
+            containment.kill()
             await asyncio.wait({proto.pipes_closed}, timeout=PIPE_GRACE_SECONDS)
             if not proto.pipes_closed.done():
                 self.warn(
                     f"output pipes still open {PIPE_GRACE_SECONDS} s after bash exited "
-                    "(a process left the job's process group); output may be incomplete"
+                    "(a process escaped the job's containment); output may be incomplete"
                 )
         except asyncio.CancelledError:
-            _kill_group(pgid, job_id)
-            logger.warning("job %s: cancelled; killed process group %d", job_id, pgid)
+            killed = containment.kill()
+            logger.warning("job %s: cancelled; killed %d processes", job_id, len(killed))
             # Let bash be reaped while the loop still runs; bounded in case we are
             # cancelled again or the kernel is slow.
             await asyncio.wait({proto.exited}, timeout=EXIT_GRACE_SECONDS)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from caroni.agent import handlers
+from caroni.agent.containment import Containments, Mechanism
 from caroni.agent.jobtypes import JobTypeSpec
 from caroni.agent.model import AgentJob, JobStatus, Load, Offer, OfferState, Policy
 from caroni.agent.runner import JobResult, run_job
@@ -43,9 +44,12 @@ class AgentRole:
 
     name = "agent"
 
-    def __init__(self, policy: Policy, workdir: Path) -> None:
+    def __init__(self, policy: Policy, workdir: Path, containment: Mechanism | None = None) -> None:
         self.policy = policy
         self.workdir = workdir
+        # Where jobs' processes are kept, and what a crashed predecessor left
+        # (``containment`` forces a mechanism; None picks a cgroup where it can).
+        self.containments = Containments(workdir, containment)
         self.store = AgentStore()
         # Replaced whole (never mutated) so the database thread always sees a
         # consistent catalogue while the event loop installs an edit.
@@ -63,8 +67,12 @@ class AgentRole:
     # --- life cycle -------------------------------------------------------------------
 
     async def start(self, node: Node) -> None:
-        """Load the catalogue, requeue jobs a crash interrupted, start the scheduler."""
+        """Kill what a crashed predecessor's jobs left running, load the catalogue,
+        requeue the jobs it interrupted, start the scheduler."""
         self._node = node
+        self.containments.adopt_orphans()
+        cut_off = await node.transact(self._cut_off)
+        await asyncio.to_thread(self._kill_leftovers, cut_off)
         await node.transact(self._recover)
         self._scheduler = asyncio.create_task(self._schedule_loop())
         self._recorder = asyncio.create_task(self._record_loop())
@@ -78,6 +86,16 @@ class AgentRole:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, *loops, return_exceptions=True)
+
+    def _cut_off(self, tx: Tx) -> list[str]:
+        return self.store.job_uuids_with_status(tx.conn, JobStatus.RUNNING)
+
+    def _kill_leftovers(self, job_uuids: list[str]) -> None:
+        """Before a cut-off job runs again, end every process its first run left."""
+        for job_uuid in job_uuids:
+            killed, what = self.containments.kill_leftovers(job_uuid)
+            level = logging.WARNING if killed else logging.INFO
+            log.log(level, "job %s: cut off by a stop or crash; %s", job_uuid, what)
 
     def _recover(self, tx: Tx) -> None:
         self.catalogue = self.store.job_types(tx.conn)
@@ -336,6 +354,7 @@ class AgentRole:
                 workdir_root=self.workdir,
                 job_id=job.job_uuid,
                 run_as=self.policy.run_as,
+                containments=self.containments,
             )
         except asyncio.CancelledError:
             self._running.pop(job.job_uuid, None)
