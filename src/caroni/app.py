@@ -147,7 +147,10 @@ class ManagerNode(_NodeService):
         super().__init__(transport, db_url, http, trust)
         self.name = name  # shown on its web site; peers never see it
         self.role = ManagerRole(
-            default_max_attempts=max_attempts, timings=timings, max_running=max_running
+            default_max_attempts=max_attempts,
+            timings=timings,
+            max_running=max_running,
+            signed=self.trust.require_signatures,
         )
 
     async def start(self) -> None:

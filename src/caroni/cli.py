@@ -450,6 +450,7 @@ def status(
     amqp: AmqpUrl = DEFAULT_AMQP,
     exchange: Exchange = "caroni_exchange",
     compat: Compat = False,
+    key: KeyFile = None,
 ) -> None:
     """Show a workflow's state, steps and outputs; or, with --db, a node's summary:
     work by state, unpublished messages and dead letters with their reasons."""
@@ -461,7 +462,7 @@ def status(
     workflow_id = _workflow_id(workflow)
     try:
         answer = asyncio.run(
-            _with_client(amqp, exchange, compat, manager, lambda c: c.status(workflow_id))
+            _with_client(amqp, exchange, compat, manager, lambda c: c.status(workflow_id), key)
         )
     except CaroniError as exc:
         raise _fail(str(exc)) from exc
@@ -499,12 +500,16 @@ def cancel(
     amqp: AmqpUrl = DEFAULT_AMQP,
     exchange: Exchange = "caroni_exchange",
     compat: Compat = False,
+    key: KeyFile = None,
 ) -> None:
-    """Cancel a workflow: its running jobs are killed."""
+    """Cancel a workflow: its running jobs are killed. A manager that requires
+    signatures takes a cancel only signed (--key) by the key that submitted it."""
     workflow_id = _workflow_id(workflow)
     try:
         asyncio.run(
-            _with_client(amqp, exchange, compat, manager, lambda c: c.cancel(workflow_id, reason))
+            _with_client(
+                amqp, exchange, compat, manager, lambda c: c.cancel(workflow_id, reason), key
+            )
         )
     except CaroniError as exc:
         raise _fail(str(exc)) from exc
