@@ -11,6 +11,7 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from caroni.cli import app
+from caroni.key_roles import KeyRole
 from caroni.protocol import (
     FULFILLMENT_KEY,
     agent_key,
@@ -30,10 +31,13 @@ from caroni.trust import (
     TrustPolicy,
     TrustSettings,
     bound_nodes,
+    key_roles,
     trust_key,
     trusted_key_list,
     trusted_keys,
 )
+
+AGENT = KeyRole.AGENT
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 NODE_A = uuid.UUID("aaaaaaaa-0000-4000-8000-000000000001")
@@ -56,6 +60,7 @@ def policy_for(keys: dict[str, NodeKey], *, require_signatures: bool = False) ->
             "site-c": keys["c"].key_id,
         },
         bound_nodes={keys["a"].key_id: NODE_A, keys["b"].key_id: NODE_B},
+        roles={keys[k].key_id: AGENT for k in ("a", "b", "c")},
     )
 
 
@@ -156,7 +161,11 @@ def test_unbound_keys_keep_working_as_before(keys: dict[str, NodeKey]) -> None:
     policy = policy_for(keys, require_signatures=True)
     assert check(policy, keys["c"], reply_to=agent_key(NODE_C), sender=NODE_C) == ""
     assert check(policy, keys["c"], reply_to="somewhere.else") == ""
-    unbound = TrustPolicy(require_signatures=True, trusted={"site-b": keys["b"].key_id})
+    unbound = TrustPolicy(
+        require_signatures=True,
+        trusted={"site-b": keys["b"].key_id},
+        roles={keys["b"].key_id: AGENT},
+    )
     assert check(unbound, keys["b"], reply_to=agent_key(NODE_A), sender=NODE_A) == ""
 
 
@@ -185,22 +194,24 @@ def test_bindings_are_stored_with_the_trusted_keys(
     engine = create_db_engine(str(tmp_path / "node.sqlite3"))
     migrate(engine)
     with engine.begin() as conn:
-        trust_key(conn, "site-a", keys["a"].key_id, 1.0, NODE_A)
-        trust_key(conn, "site-c", keys["c"].key_id, 2.0)
+        trust_key(conn, "site-a", keys["a"].key_id, 1.0, NODE_A, role=AGENT)
+        trust_key(conn, "site-c", keys["c"].key_id, 2.0, role=KeyRole.SUBMITTER)
         with pytest.raises(ValueError, match=f"node {NODE_A} is already bound to .*'site-a'"):
-            trust_key(conn, "site-b", keys["b"].key_id, 3.0, NODE_A)
-        trust_key(conn, "site-a", keys["b"].key_id, 4.0, NODE_A)  # a new key for site-a
-        trust_key(conn, "site-a2", keys["b"].key_id, 5.0, NODE_A)  # ... renamed
-        trust_key(conn, "site-a", keys["b"].key_id, 6.0, NODE_A)  # ... and back
+            trust_key(conn, "site-b", keys["b"].key_id, 3.0, NODE_A, role=AGENT)
+        # a new key for site-a, renamed, and back
+        trust_key(conn, "site-a", keys["b"].key_id, 4.0, NODE_A, role=AGENT)
+        trust_key(conn, "site-a2", keys["b"].key_id, 5.0, NODE_A, role=AGENT)
+        trust_key(conn, "site-a", keys["b"].key_id, 6.0, NODE_A, role=KeyRole.MANAGER)
         assert trusted_keys(conn) == {"site-a": keys["b"].key_id, "site-c": keys["c"].key_id}
         assert bound_nodes(conn) == {keys["b"].key_id: NODE_A}
-        assert [(k.name, k.node) for k in trusted_key_list(conn)] == [
-            ("site-a", NODE_A),
-            ("site-c", None),
+        assert [(k.name, k.node, k.role) for k in trusted_key_list(conn)] == [
+            ("site-a", NODE_A, KeyRole.MANAGER),
+            ("site-c", None, KeyRole.SUBMITTER),
         ]
-        policy = TrustSettings().policy(trusted_keys(conn), bound_nodes(conn))
+        policy = TrustSettings().policy(trusted_keys(conn), bound_nodes(conn), key_roles(conn))
     engine.dispose()
     assert policy.bound_nodes == {keys["b"].key_id: NODE_A}
+    assert policy.roles == {keys["b"].key_id: KeyRole.MANAGER, keys["c"].key_id: "submitter"}
 
 
 def test_trust_add_binds_list_shows_and_keys_show_prints_the_node_id(
@@ -209,18 +220,26 @@ def test_trust_add_binds_list_shows_and_keys_show_prints_the_node_id(
     runner = CliRunner()
     db = str(tmp_path / "node.sqlite3")
     key_a, key_b = keys["a"].key_id, keys["b"].key_id
-    added = runner.invoke(app, ["trust", "add", "site-a", key_a, "--db", db, "--node", str(NODE_A)])
+    agent = ["--role", "agent"]
+    added = runner.invoke(
+        app, ["trust", "add", "site-a", key_a, "--db", db, *agent, "--node", str(NODE_A)]
+    )
     assert added.exit_code == 0, added.output
-    assert f"trusting site-a for node {NODE_A}" in added.output
-    assert runner.invoke(app, ["trust", "add", "site-b", key_b, "--db", db]).exit_code == 0
+    assert f"trusting site-a as agent for node {NODE_A}" in added.output
+    submitter = ["--role", "submitter"]
+    assert (
+        runner.invoke(app, ["trust", "add", "site-b", key_b, "--db", db, *submitter]).exit_code == 0
+    )
     listed = runner.invoke(app, ["trust", "list", "--db", db])
     assert [line.split() for line in listed.output.splitlines()] == [
-        ["site-a", key_a, str(NODE_A)],
-        ["site-b", key_b, "-"],
+        ["site-a", "agent", key_a, str(NODE_A)],
+        ["site-b", "submitter", key_b, "-"],
     ]
-    bad = runner.invoke(app, ["trust", "add", "site-b", key_b, "--db", db, "--node", "nope"])
+    bad = runner.invoke(app, ["trust", "add", "site-b", key_b, "--db", db, *agent, "--node", "x"])
     assert bad.exit_code == 2 and "not a node id" in bad.output
-    taken = runner.invoke(app, ["trust", "add", "site-b", key_b, "--db", db, "--node", str(NODE_A)])
+    taken = runner.invoke(
+        app, ["trust", "add", "site-b", key_b, "--db", db, *agent, "--node", str(NODE_A)]
+    )
     assert taken.exit_code == 2 and "already bound" in taken.output
 
     key_file = str(tmp_path / "a.key")

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from caroni.errors import ConfigError
+from caroni.key_roles import KeyRole
 from caroni.protocol import new_message_id, open_envelope, pb, seal
 from caroni.trust import NodeKey, TrustPolicy, public_key_from_id, signature_valid
 
@@ -95,7 +96,11 @@ def refusal(policy: TrustPolicy, body: bytes, *, seen: bool = False, now: dateti
 
 def test_what_a_node_that_requires_signatures_refuses(tmp_path: Path, key: NodeKey) -> None:
     stranger = NodeKey.generate(tmp_path / "stranger.key")
-    policy = TrustPolicy(require_signatures=True, trusted={"site-a": key.key_id})
+    policy = TrustPolicy(
+        require_signatures=True,
+        trusted={"site-a": key.key_id},
+        roles={key.key_id: KeyRole.MANAGER},  # the test messages are JobStatusRequests
+    )
     unsigned = seal(pb.JobStatusRequest(job_uuid=uuid.uuid4().bytes), message_id=new_message_id())
     assert refusal(policy, signed(key)) == ""
     assert refusal(policy, unsigned).startswith("unsigned message")

@@ -19,6 +19,7 @@ from caroni.agent.containment import Mechanism
 from caroni.agent.jobtypes import JobTypeSpec, load_job_types
 from caroni.agent.model import Policy
 from caroni.agent.service import AgentRole
+from caroni.key_roles import ROLE_CHOICES
 from caroni.manager.handlers import DEFAULT_TIMINGS, Timings
 from caroni.manager.service import DEFAULT_MAX_RUNNING, ManagerRole
 from caroni.manager.templates import Template, load_template_file
@@ -26,7 +27,7 @@ from caroni.node.runtime import Node, Role, Tx
 from caroni.protocol import agent_key, manager_key, node_key_id
 from caroni.store import node_uuid, open_node_db, refused_as_config_error
 from caroni.transport.base import Transport
-from caroni.trust import NodeKey, TrustSettings, bound_nodes, trusted_keys
+from caroni.trust import NodeKey, TrustPolicy, TrustSettings, bound_nodes, key_roles, trusted_keys
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -69,7 +70,10 @@ class _NodeService:
         with refused_as_config_error(self.engine, self.db_url):
             self.node_uuid = node_uuid(self.engine, role.name)
             with self.engine.connect() as conn:
-                policy = self.trust.policy(trusted_keys(conn), bound_nodes(conn))
+                policy = self.trust.policy(
+                    trusted_keys(conn), bound_nodes(conn), key_roles(conn), receiver=role.name
+                )
+        self._warn_about_keys_without_role(policy)
         self.key = key_for(self.node_uuid)
         self.node = Node(
             role,
@@ -81,6 +85,21 @@ class _NodeService:
             signer=self.signing_key,
             trust=policy,
         )
+
+    def _warn_about_keys_without_role(self, policy: TrustPolicy) -> None:
+        """Keys trusted before roles existed are refused once signatures are required."""
+        if not policy.require_signatures:
+            return
+        for name, key_id in sorted(policy.trusted.items()):
+            if key_id not in policy.roles:
+                log.warning(
+                    "trusted key %s has no role: what it signs is refused; add it again "
+                    "with `caroni trust add %s %s --role %s`",
+                    name,
+                    name,
+                    key_id,
+                    ROLE_CHOICES,
+                )
 
     def site_app(self) -> FastAPI:
         """This node's web site as an ASGI app (served on ``http``; tests call it directly)."""
@@ -129,7 +148,10 @@ class ManagerNode(_NodeService):
         super().__init__(transport, db_url, http, trust)
         self.name = name  # shown on its web site; peers never see it
         self.role = ManagerRole(
-            default_max_attempts=max_attempts, timings=timings, max_running=max_running
+            default_max_attempts=max_attempts,
+            timings=timings,
+            max_running=max_running,
+            signed=self.trust.require_signatures,
         )
 
     async def start(self) -> None:

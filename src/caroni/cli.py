@@ -469,6 +469,7 @@ def status(
     amqp: AmqpUrl = DEFAULT_AMQP,
     exchange: Exchange = "caroni_exchange",
     compat: Compat = False,
+    key: KeyFile = None,
 ) -> None:
     """Show a workflow's state, steps and outputs; or, with --db, a node's summary:
     work by state, unpublished messages and dead letters with their reasons."""
@@ -480,7 +481,7 @@ def status(
     workflow_id = _workflow_id(workflow)
     try:
         answer = asyncio.run(
-            _with_client(amqp, exchange, compat, manager, lambda c: c.status(workflow_id))
+            _with_client(amqp, exchange, compat, manager, lambda c: c.status(workflow_id), key)
         )
     except CaroniError as exc:
         raise _fail(str(exc)) from exc
@@ -518,12 +519,16 @@ def cancel(
     amqp: AmqpUrl = DEFAULT_AMQP,
     exchange: Exchange = "caroni_exchange",
     compat: Compat = False,
+    key: KeyFile = None,
 ) -> None:
-    """Cancel a workflow: its running jobs are killed."""
+    """Cancel a workflow: its running jobs are killed. A manager that requires
+    signatures takes a cancel only signed (--key) by the key that submitted it."""
     workflow_id = _workflow_id(workflow)
     try:
         asyncio.run(
-            _with_client(amqp, exchange, compat, manager, lambda c: c.cancel(workflow_id, reason))
+            _with_client(
+                amqp, exchange, compat, manager, lambda c: c.cancel(workflow_id, reason), key
+            )
         )
     except CaroniError as exc:
         raise _fail(str(exc)) from exc
@@ -538,7 +543,7 @@ def _workflow_id(text: str) -> uuid.UUID:
 
 keys_app = typer.Typer(help="This node's signing key.", no_args_is_help=True)
 trust_app = typer.Typer(
-    help="Keys this node trusts, each optionally bound to the node it speaks for.",
+    help="Keys this node trusts, each for a role and optionally bound to the node it speaks for.",
     no_args_is_help=True,
 )
 app.add_typer(keys_app, name="keys")
@@ -570,7 +575,7 @@ def keys_show(
         typer.Option(
             "--db",
             help="The node's database: also print the node's id, to bind the key to "
-            "it at peers (`caroni trust add NAME KEY --node ID`).",
+            "it at peers (`caroni trust add NAME KEY --role ROLE --node ID`).",
         ),
     ] = None,
 ) -> None:
@@ -609,6 +614,15 @@ def trust_add(
     name: Annotated[str, typer.Argument(help="A name for the key's owner.")],
     key_id: Annotated[str, typer.Argument(help="Their key id (ed25519:...).")],
     db: NodeDb,
+    role: Annotated[
+        str | None,
+        typer.Option(
+            "--role",
+            help="What the key's owner is, which limits what it may send: submitter "
+            "(starts, cancels and follows workflows), agent (offers for and runs jobs) "
+            "or manager (requests and drives jobs). Required.",
+        ),
+    ] = None,
     node: Annotated[
         str | None,
         typer.Option(
@@ -621,11 +635,22 @@ def trust_add(
         ),
     ] = None,
 ) -> None:
-    """Trust a key, optionally bound to its node (takes effect when the node starts)."""
+    """Trust a key for a role, optionally bound to its node (takes effect when the node
+    starts)."""
     import time
 
+    from caroni.key_roles import ROLE_CHOICES, parse_role
     from caroni.trust import trust_key
 
+    if role is None:
+        raise _fail(
+            f"give the key's role: --role {ROLE_CHOICES} (a submitter starts and cancels "
+            "workflows, an agent runs jobs, a manager hands them out)"
+        )
+    try:
+        key_role = parse_role(role)
+    except ValueError as exc:
+        raise _fail(f"--role: {exc}") from None
     node_uuid = None
     if node is not None:
         try:
@@ -635,18 +660,20 @@ def trust_add(
     engine = _node_db(db)
     try:
         with engine.begin() as conn:
-            trust_key(conn, name, key_id, time.time(), node_uuid)
+            trust_key(conn, name, key_id, time.time(), node_uuid, role=key_role)
     except ValueError as exc:
         raise _fail(str(exc)) from exc
     finally:
         engine.dispose()
     bound = f" for node {node_uuid}" if node_uuid is not None else ""
-    console.print(f"trusting {name}{bound}: {key_id}")
+    console.print(f"trusting {name} as {key_role}{bound}: {key_id}")
 
 
 @trust_app.command("list")
 def trust_list(db: NodeDb) -> None:
-    """The keys this node trusts: name, key id and the node each is bound to ("-": none)."""
+    """The keys this node trusts: name, role, key id and the node each is bound to
+    ("-": none). A key without a role (trusted before roles existed) shows "-": a node
+    that requires signatures refuses what it signs until it is added again."""
     from caroni.trust import trusted_key_list
 
     engine = _node_db(db)
@@ -654,7 +681,7 @@ def trust_list(db: NodeDb) -> None:
         keys = trusted_key_list(conn)
     engine.dispose()
     for entry in keys:
-        console.print(f"{entry.name}\t{entry.key_id}\t{entry.node or '-'}")
+        console.print(f"{entry.name}\t{entry.role or '-'}\t{entry.key_id}\t{entry.node or '-'}")
 
 
 @trust_app.command("remove")

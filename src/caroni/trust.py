@@ -11,6 +11,9 @@ A trusted key may also be *bound* to the node (uuid) it speaks for. Then a messa
 that names that node, by its ``reply_to`` routing key or its envelope ``sender``,
 must be signed by that key, and that key may name no other node: one trusted peer
 can no longer speak as another. Unbound keys may still name any node.
+
+Every trusted key also has a role (see :mod:`caroni.key_roles`): with signatures
+required, a key may send only the messages its role may send.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from sqlalchemy import Connection, delete, insert, select
 
 from caroni.errors import ConfigError
+from caroni.key_roles import KeyRole, role_refusal
 from caroni.protocol import Opened, node_uuid_from_routing_key
 from caroni.store.tables import trusted_keys as trusted_table
 
@@ -123,6 +127,13 @@ class TrustPolicy:
     that name its own node (a ``reply_to`` naming another node, or no node at all,
     is refused). Messages signed by unbound keys and naming unbound nodes pass as
     before.
+
+    ``roles`` (key id -> role) says what each trusted key may send to a node of
+    kind ``receiver`` ("manager" or "agent"; "" checks against every receiver).
+    With ``require_signatures``, a message of a type its signer's role may not send,
+    or signed by a trusted key without a role, is refused; and an agent's bound key
+    may offer (or decline) only for its own node: the offer's site uuid must be it.
+    ``allowed_submitters`` applies to WorkFlowCancel as to WorkFlowCreate.
     """
 
     require_signatures: bool = False
@@ -131,6 +142,8 @@ class TrustPolicy:
     max_future_skew: float = 300.0
     allowed_submitters: frozenset[str] | None = None
     bound_nodes: Mapping[str, uuid.UUID] = field(default_factory=dict)  # key id -> node
+    roles: Mapping[str, KeyRole] = field(default_factory=dict)  # key id -> role
+    receiver: str = ""  # the kind of node applying the policy: "manager", "agent"
     _key_of_node: Mapping[uuid.UUID, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -156,20 +169,28 @@ class TrustPolicy:
         if opened.signator and not signature_valid(opened):
             return f"bad signature (claimed signer {opened.signator[:60]})"
         name = self.signer_name(opened.signator) if opened.signator else None
-        limited = opened.type_name == "WorkFlowCreate" and self.allowed_submitters is not None
+        limited = opened.type_name in _SUBMITTERS_ONLY and self.allowed_submitters is not None
         if limited and (name is None or name not in self.allowed_submitters):  # type: ignore[operator]
-            return "WorkFlowCreate from a submitter that is not allowed"
+            return f"{opened.type_name} from a submitter that is not allowed"
         if self.require_signatures:
             if not opened.signator:
                 return "unsigned message (this node requires signatures)"
             if name is None:
                 return f"unknown signer {opened.signator[:60]}"
+            role = self.roles.get(opened.signator)
+            wrong_role = role_refusal(role, name, opened.type_name, self.receiver)
+            if wrong_role:
+                return wrong_role
         if self.bound_nodes:
             impersonation = self._binding_refusal(opened, reply_to, name)
             if impersonation:
                 return impersonation
         if not self.require_signatures:
             return ""
+        if self.roles.get(opened.signator) == KeyRole.AGENT:
+            elsewhere = self._site_refusal(opened, name or "")
+            if elsewhere:
+                return elsewhere
         if not opened.message_id:
             return "signed message without a message id (replays could not be detected)"
         if seen_before:
@@ -214,9 +235,27 @@ class TrustPolicy:
             )
         return ""
 
+    def _site_refusal(self, opened: Opened, name: str) -> str:
+        """Why an agent's bound key offers (or declines) for another agent's site, or ""."""
+        own_node = self.bound_nodes.get(opened.signator)
+        site = getattr(opened.message, "site", None)
+        if own_node is None or site is None or len(site.site_uuid) != 16:
+            return ""
+        named = uuid.UUID(bytes=site.site_uuid)
+        if named == own_node:
+            return ""
+        return (
+            f"{opened.type_name} signed by {name}, bound to agent {own_node}, "
+            f"but for the site of node {named}"
+        )
+
     @staticmethod
     def _describe(key_id: str, name: str | None) -> str:
         return name if name is not None else f"untrusted key {key_id[:60]}"
+
+
+# Who may start a workflow may also be who cancels one: the same list limits both.
+_SUBMITTERS_ONLY = frozenset({"WorkFlowCreate", "WorkFlowCancel"})
 
 
 def _shown(text: str) -> str:
@@ -236,13 +275,19 @@ class TrustSettings:
     allowed_submitters: frozenset[str] | None = None  # manager only: trusted names
 
     def policy(
-        self, trusted: Mapping[str, str], bound_nodes: Mapping[str, uuid.UUID] | None = None
+        self,
+        trusted: Mapping[str, str],
+        bound_nodes: Mapping[str, uuid.UUID] | None = None,
+        roles: Mapping[str, KeyRole] | None = None,
+        receiver: str = "",
     ) -> TrustPolicy:
         return TrustPolicy(
             require_signatures=self.require_signatures,
             trusted=dict(trusted),
             allowed_submitters=self.allowed_submitters,
             bound_nodes=dict(bound_nodes or {}),
+            roles=dict(roles or {}),
+            receiver=receiver,
         )
 
 
@@ -254,6 +299,7 @@ class TrustedKey:
     key_id: str
     node: uuid.UUID | None  # the node the key is bound to, if any
     added_at: float
+    role: KeyRole | None  # None: trusted before roles existed; refused until re-added
 
 
 def trusted_key_list(conn: Connection) -> list[TrustedKey]:
@@ -261,10 +307,23 @@ def trusted_key_list(conn: Connection) -> list[TrustedKey]:
     rows = conn.execute(select(trusted_table).order_by(trusted_table.c.name)).all()
     return [
         TrustedKey(
-            row.name, row.key_id, uuid.UUID(row.node_uuid) if row.node_uuid else None, row.added_at
+            row.name,
+            row.key_id,
+            uuid.UUID(row.node_uuid) if row.node_uuid else None,
+            row.added_at,
+            _role_of(row.role),
         )
         for row in rows
     ]
+
+
+def _role_of(stored: str | None) -> KeyRole | None:
+    if not stored:
+        return None
+    try:
+        return KeyRole(stored)
+    except ValueError:  # a value this version does not know grants nothing
+        return None
 
 
 def trusted_keys(conn: Connection) -> dict[str, str]:
@@ -281,11 +340,24 @@ def bound_nodes(conn: Connection) -> dict[str, uuid.UUID]:
     return {key_id: uuid.UUID(node) for key_id, node in conn.execute(query).all()}
 
 
+def key_roles(conn: Connection) -> dict[str, KeyRole]:
+    """Key id -> role of every trusted key that has one."""
+    rows = conn.execute(select(trusted_table.c.key_id, trusted_table.c.role)).all()
+    return {key_id: role for key_id, stored in rows if (role := _role_of(stored)) is not None}
+
+
 def trust_key(
-    conn: Connection, name: str, key_id: str, now: float, node: uuid.UUID | None = None
+    conn: Connection,
+    name: str,
+    key_id: str,
+    now: float,
+    node: uuid.UUID | None = None,
+    *,
+    role: KeyRole,
 ) -> None:
-    """Trust ``key_id`` under ``name`` (replacing what that name meant before),
-    bound to ``node`` when given; ValueError when ``node`` is bound to another name."""
+    """Trust ``key_id`` under ``name`` for ``role`` (replacing what that name meant
+    before), bound to ``node`` when given; ValueError when ``node`` is bound to another
+    name."""
     public_key_from_id(key_id)  # refuse what is not a key id
     if node is not None:
         holder = conn.execute(
@@ -307,6 +379,7 @@ def trust_key(
             key_id=key_id,
             added_at=now,
             node_uuid=str(node) if node is not None else None,
+            role=KeyRole(role).value,
         )
     )
 

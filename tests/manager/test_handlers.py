@@ -425,6 +425,41 @@ def test_cancel_kills_live_jobs_and_ends_the_workflow() -> None:
     assert handlers.cancel(workflow, "again", 6.0) == []
 
 
+def test_only_the_submitters_key_may_cancel_when_signatures_are_required() -> None:
+    submitter, other = "ed25519:submitter", "ed25519:other"
+    workflow, _ = handlers.create_workflow(
+        chain_template(),
+        workflow_id=uuid.uuid4().hex,
+        template_name="test_simple",
+        name="t",
+        inputs={"start_message": "x"},
+        submitter=CLIENT,
+        max_attempts=5,
+        now=1000.0,
+        submitter_key=submitter,
+    )
+    assert workflow.submitter_key == submitter
+    assert handlers.cancel_refusal(workflow, submitter, signed=True) == ""
+    refused = handlers.cancel_refusal(workflow, other, signed=True)
+    assert refused == (
+        f"WorkFlowCancel for workflow {workflow.id} signed by {other}, "
+        f"not by the key that submitted it ({submitter})"
+    )
+    assert "signed by no key" in handlers.cancel_refusal(workflow, "", signed=True)
+    # Unsigned mode keeps today's rule: anyone (allowed submitters are the policy's).
+    assert handlers.cancel_refusal(workflow, other, signed=False) == ""
+    # A workflow with no submitter key on record (unsigned, an operator's, or stored
+    # before keys were recorded) is cancelled only by an operator.
+    unsigned, _ = new_workflow()
+    assert "only an operator may cancel it" in handlers.cancel_refusal(
+        unsigned, submitter, signed=True
+    )
+    stored_before = Workflow.model_validate_json(
+        unsigned.model_dump_json(exclude={"submitter_key"})
+    )
+    assert stored_before.submitter_key == ""
+
+
 def test_an_offer_window_takes_the_least_loaded_offer_and_rejects_the_others() -> None:
     workflow, requests = new_workflow()
     timings = handlers.Timings(offer_window=0.5)

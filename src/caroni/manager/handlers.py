@@ -110,6 +110,7 @@ def create_workflow(
     max_attempts: int,
     now: float,
     start: bool = True,
+    submitter_key: str = "",
 ) -> tuple[Workflow, list[Send]]:
     """A new workflow with every step requested (or, unless ``start``, waiting for its
     turn); or a failed one saying why it was refused."""
@@ -118,6 +119,7 @@ def create_workflow(
         name=name,
         template_name=template_name,
         submitter=submitter,
+        submitter_key=submitter_key,
         inputs=dict(inputs),
         max_attempts=max_attempts if max_attempts > 0 else DEFAULT_MAX_ATTEMPTS,
         created_at=now,
@@ -503,6 +505,30 @@ def finish(workflow: Workflow, state: WorkflowState, reason: str, now: float) ->
     if workflow.submitter.startswith("wf.client."):
         sends.append(Send(workflow.submitter, status_message(workflow)))
     return sends
+
+
+def cancel_refusal(workflow: Workflow, signator: str, signed: bool) -> str:
+    """Why a WorkFlowCancel signed by ``signator`` may not cancel ``workflow``, or "".
+
+    With signatures required (``signed``) only the key that signed the workflow's
+    creation may cancel it by message; operators cancel on the manager's site or
+    HTTP API, which do not come here. Otherwise anyone may, as before (a manager's
+    allowed submitters are checked with the trust policy).
+    """
+    if not signed:
+        return ""
+    if not workflow.submitter_key:
+        return (
+            f"WorkFlowCancel for workflow {workflow.id}, which has no submitter key on record "
+            "(it was not submitted signed): only an operator may cancel it, on the "
+            "manager's site or HTTP API"
+        )
+    if signator != workflow.submitter_key:
+        return (
+            f"WorkFlowCancel for workflow {workflow.id} signed by {signator[:60] or 'no key'}, "
+            f"not by the key that submitted it ({workflow.submitter_key[:60]})"
+        )
+    return ""
 
 
 def cancel(workflow: Workflow, reason: str, now: float) -> list[Send]:

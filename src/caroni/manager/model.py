@@ -150,6 +150,10 @@ class Workflow(BaseModel):
     state: WorkflowState = WorkflowState.CREATED
     reason: str = ""
     submitter: str = ""  # reply_to of the WorkFlowCreate; told when the workflow ends
+    # The key id that signed the WorkFlowCreate ("" unsigned, from an operator, or
+    # from before it was recorded): with signatures required, only it may cancel.
+    # Kept in the aggregate's JSON, so older rows read as "" without a migration.
+    submitter_key: str = ""
     inputs: dict[str, str] = Field(default_factory=dict)
     outputs: dict[str, str] = Field(default_factory=dict)
     output_names: list[str] = Field(default_factory=list)

@@ -33,8 +33,11 @@ class ManagerRole:
         default_max_attempts: int = handlers.DEFAULT_MAX_ATTEMPTS,
         timings: handlers.Timings = handlers.DEFAULT_TIMINGS,
         max_running: int = DEFAULT_MAX_RUNNING,
+        signed: bool = False,
     ) -> None:
         self.store = WorkflowStore(timings)
+        # Signatures required: a WorkFlowCancel must be signed by the workflow's submitter.
+        self.signed = signed
         self.timings = timings
         self.default_max_attempts = default_max_attempts
         # Workflows requesting and running steps at once (0: no limit); the others
@@ -69,7 +72,7 @@ class ManagerRole:
             tx.send_all(handler(loaded.workflow, msg, incoming.reply_to, tx.now))
             _log_state(loaded.workflow, kind)
         elif kind == "WorkFlowCreate":
-            self.create(tx, msg, incoming.reply_to)
+            self.create(tx, msg, incoming.reply_to, incoming.opened.signator)
         elif kind == "WorkFlowStatusRequest":
             # A question, not a change: an unknown id gets an answer saying so.
             found = self._find(tx, msg.workflow_uuid)
@@ -83,14 +86,23 @@ class ManagerRole:
             )
             tx.send(incoming.reply_to, answer)
         elif kind == "WorkFlowCancel":
-            raw = msg.workflow_uuid
-            if len(raw) != 16 or self.cancel(tx, uuid.UUID(bytes=raw).hex, msg.reason) is None:
+            found = self._find(tx, msg.workflow_uuid)
+            if found is None:
                 raise SetAside("no such workflow here")
+            refusal = handlers.cancel_refusal(found.workflow, incoming.opened.signator, self.signed)
+            if refusal:
+                raise SetAside(refusal)
+            self.cancel(tx, found.workflow.id, msg.reason)
         else:
             raise SetAside(f"a manager does not handle {kind}")
 
-    def create(self, tx: Tx, msg: pb.WorkFlowCreate, submitter: str) -> Workflow:
-        """Start a workflow (from a message, the CLI or the HTTP API); idempotent by id."""
+    def create(
+        self, tx: Tx, msg: pb.WorkFlowCreate, submitter: str, submitter_key: str = ""
+    ) -> Workflow:
+        """Start a workflow (from a message, the CLI or the HTTP API); idempotent by id.
+
+        ``submitter_key`` is the key id that signed the message ("" for none).
+        """
         if msg.workflow_uuid:
             if len(msg.workflow_uuid) != 16:
                 raise SetAside("workflow_uuid must be 16 bytes")
@@ -118,6 +130,7 @@ class ManagerRole:
             max_attempts=msg.max_attempts or self.default_max_attempts,
             now=tx.now,
             start=start,
+            submitter_key=submitter_key,
         )
         if duplicated and not workflow.state.finished:
             sends = handlers.finish(

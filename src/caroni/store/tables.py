@@ -97,6 +97,9 @@ trusted_keys = Table(
     # The node (uuid) this key speaks for, when bound: messages naming that node
     # must be signed by this key, and this key may name no other node.
     Column("node_uuid", String(36), nullable=True, unique=True, index=True),
+    # What the key may send (caroni.key_roles.KeyRole); NULL for keys trusted before
+    # roles existed, which a node requiring signatures refuses until re-added.
+    Column("role", String(16), nullable=True),
 )
 
 # --- manager ------------------------------------------------------------------------
