@@ -18,6 +18,7 @@ from caroni.app import AgentNode, ManagerNode
 from caroni.client import Client
 from caroni.demo import demo_template_paths
 from caroni.demo.main import DEMO_JOB_TYPES
+from caroni.key_roles import KeyRole
 from caroni.manager.templates import load_template_file
 from caroni.protocol import FULFILLMENT_KEY
 from caroni.store import create_db_engine, migrate
@@ -34,6 +35,12 @@ WORKFLOWS = 20
 WAIT = 180.0
 KINDS = sorted(set(POISONS) - NOT_OVER_AMQP)
 Node = ManagerNode | AgentNode
+ROLES = {
+    "manager": KeyRole.MANAGER,
+    "agent-1": KeyRole.AGENT,
+    "agent-2": KeyRole.AGENT,
+    "user": KeyRole.SUBMITTER,
+}
 
 
 def _dead_letters(node: Node) -> int:
@@ -41,13 +48,14 @@ def _dead_letters(node: Node) -> int:
         return int(conn.execute(select(func.count()).select_from(dead_letters)).scalar_one())
 
 
-def _trust(db: str, keys: dict[str, NodeKey], tmp_path: Path) -> None:
-    """Make ``db`` a node database that trusts every key (unbound, for brevity)."""
+def _trust(db: str, keys: dict[str, NodeKey]) -> None:
+    """Make ``db`` a node database that trusts every key in its role (unbound, for
+    brevity)."""
     engine = create_db_engine(db)
     migrate(engine)
     with engine.begin() as conn:
         for name, key in keys.items():
-            trust_key(conn, name, key.key_id, time.time(), None)
+            trust_key(conn, name, key.key_id, time.time(), None, role=ROLES[name])
     engine.dispose()
 
 
@@ -55,14 +63,13 @@ def _trust(db: str, keys: dict[str, NodeKey], tmp_path: Path) -> None:
 async def test_poison_costs_only_itself_while_real_workflows_run(
     tmp_path: Path, amqp_url: str, postgres_url_factory: Callable[[], str], signed: bool
 ) -> None:
-    names = ("manager", "agent-1", "agent-2", "user")
-    keys = {name: NodeKey.generate(tmp_path / f"{name}.key") for name in names}
-    dbs = {name: postgres_url_factory() for name in names[:3]}
+    keys = {name: NodeKey.generate(tmp_path / f"{name}.key") for name in ROLES}
+    dbs = {name: postgres_url_factory() for name in ("manager", "agent-1", "agent-2")}
 
     def trust(name: str) -> TrustSettings | None:
         if not signed:
             return None
-        _trust(dbs[name], keys, tmp_path)
+        _trust(dbs[name], keys)
         return TrustSettings(key_file=tmp_path / f"{name}.key", require_signatures=True)
 
     def transport() -> AmqpTransport:
