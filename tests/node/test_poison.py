@@ -164,8 +164,9 @@ async def test_a_delivery_that_keeps_failing_is_set_aside_after_a_few_give_backs
     [reason] = _reasons(engine)
     assert reason.startswith(f"failed {MAX_GIVE_BACKS} times while the database answered"), reason
     assert "RuntimeError: a bug that fails on this message" in reason
-    # Once in a batch with others (not counted), then alone each time.
-    assert MAX_GIVE_BACKS <= len(attempts) <= MAX_GIVE_BACKS + 1
+    # Alone it failed MAX_GIVE_BACKS times; in a batch with others (where a failure
+    # is not counted against it) as often as the queue's order put it there.
+    assert len(attempts) >= MAX_GIVE_BACKS
 
 
 class _NoPause:
