@@ -17,6 +17,7 @@ from caroni.agent.jobtypes import JobTypeSpec
 from caroni.agent.model import AgentJob, JobStatus, Load, Offer, OfferState, Policy
 from caroni.agent.runner import JobResult, run_job
 from caroni.agent.store import AgentStore
+from caroni.backoff import Backoff
 from caroni.errors import SetAside
 from caroni.node.runtime import Incoming, Tx
 from caroni.protocol import FULFILLMENT_KEY
@@ -371,7 +372,7 @@ class AgentRole:
             await self._outcomes_ready.wait()
             self._outcomes_ready.clear()
             outcomes, self._outcomes = self._outcomes, []
-            backoff = 0.5
+            backoff = Backoff(first=0.5, most=10.0)
             while True:
                 try:
                     await self._node.transact(functools.partial(self._finish, outcomes=outcomes))
@@ -381,8 +382,7 @@ class AgentRole:
                     log.warning(
                         "recording %d job outcomes failed, retrying: %s", len(outcomes), exc
                     )
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 10.0)
+                    await asyncio.sleep(backoff.next())  # a retry pause
             for job_uuid, _ in outcomes:
                 self._running.pop(job_uuid, None)
 

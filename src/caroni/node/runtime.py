@@ -727,7 +727,7 @@ class Node:
         are deleted by a later transaction. After a start or a failure, from the
         outbox table instead (``_sweep``), which holds everything not yet confirmed.
         """
-        backoff = 0.1
+        backoff = Backoff(most=10.0)
         swept_stale_at = time.monotonic()
         while True:
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel
@@ -747,15 +747,15 @@ class Node:
                     rows, self._unpublished = self._unpublished, []
                     await self.transport.publish_many([message for _, message in rows])
                     self._confirmed([row_id for row_id, _ in rows])
-                backoff = 0.1
+                backoff.reset()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 # Broker or database trouble: the rows stay in the outbox; try again.
-                log.warning("publishing the outbox failed, retrying in %.1fs: %s", backoff, exc)
+                pause = backoff.next()
+                log.warning("publishing the outbox failed, retrying in %.1fs: %s", pause, exc)
                 self._sweep_before = time.time()
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
+                await asyncio.sleep(pause)  # a retry pause, not synchronization
                 self._outbox_wakeup.set()
 
     async def _sweep(self, older_than: float) -> None:
