@@ -20,7 +20,7 @@ from caroni.agent.jobtypes import JobTypeSpec, load_job_types
 from caroni.agent.model import Policy
 from caroni.agent.service import AgentRole
 from caroni.key_roles import ROLE_CHOICES
-from caroni.manager.handlers import DEFAULT_TIMINGS, Timings
+from caroni.manager.handlers import DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMINGS, Timings
 from caroni.manager.service import DEFAULT_MAX_RUNNING, ManagerRole
 from caroni.manager.templates import Template, load_template_file
 from caroni.node.runtime import Node, Role, Tx
@@ -138,7 +138,7 @@ class ManagerNode(_NodeService):
         transport: Transport,
         db_url: str,
         *,
-        max_attempts: int = 5,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         name: str = "manager",
         http: str | None = None,
         trust: TrustSettings | None = None,

@@ -16,7 +16,7 @@ from rich.markup import escape
 from caroni.agent.model import Policy
 from caroni.console import ProgressPrinter, console, errors, print_outputs
 from caroni.errors import CaroniError
-from caroni.manager.handlers import DEFAULT_TIMINGS, Timings
+from caroni.manager.handlers import DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMINGS, Timings
 from caroni.store import display_url
 from caroni.web.cli import app as user_app
 
@@ -176,7 +176,9 @@ def manager(
         list[Path] | None, typer.Option(help="CWL template file to add (repeatable).")
     ] = None,
     demo_content: Annotated[bool, typer.Option(help="Add the demo templates.")] = False,
-    max_attempts: Annotated[int, typer.Option(min=1, help="Attempts per step.")] = 5,
+    max_attempts: Annotated[
+        int, typer.Option(min=1, help="Attempts per step.")
+    ] = DEFAULT_MAX_ATTEMPTS,
     max_running: Annotated[
         int,
         typer.Option(

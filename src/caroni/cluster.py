@@ -20,6 +20,7 @@ from pathlib import Path
 from caroni.agent.model import Policy
 from caroni.app import AgentNode, ManagerNode
 from caroni.client import Client
+from caroni.manager.handlers import DEFAULT_MAX_ATTEMPTS
 from caroni.transport.memory import MemoryBroker, MemoryTransport
 
 
@@ -31,7 +32,7 @@ class LocalCluster:
         data_dir: Path,
         *,
         agents: int = 1,
-        max_attempts: int = 5,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         policy: Policy | None = None,
         http: str | None = None,
     ) -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from caroni.errors import SetAside
 from caroni.manager.model import (
+    DEFAULT_MAX_ATTEMPTS,
     Attempt,
     AttemptState,
     Candidate,
@@ -30,8 +31,6 @@ from caroni.manager.templates import Template
 from caroni.node.runtime import Send
 from caroni.protocol import FULFILLMENT_KEY, pb
 from caroni.protocol.job_env import env_problem
-
-DEFAULT_MAX_ATTEMPTS = 5
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,9 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
+DEFAULT_MAX_ATTEMPTS = 5
+"""Attempts per step when neither the workflow nor its manager says otherwise."""
+
 
 class WorkflowState(StrEnum):
     CREATED = "created"
@@ -157,7 +160,7 @@ class Workflow(BaseModel):
     inputs: dict[str, str] = Field(default_factory=dict)
     outputs: dict[str, str] = Field(default_factory=dict)
     output_names: list[str] = Field(default_factory=list)
-    max_attempts: int = 5
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
     steps: dict[str, Step] = Field(default_factory=dict)
     dataflows: list[Dataflow] = Field(default_factory=list)
     placed: bool = False  # every step has had a job: data may flow
