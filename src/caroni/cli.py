@@ -17,6 +17,7 @@ from caroni.agent.model import Policy
 from caroni.console import ProgressPrinter, console, errors, print_outputs
 from caroni.errors import CaroniError
 from caroni.manager.handlers import DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMINGS, Timings
+from caroni.protocol.routing import DEFAULT_EXCHANGE
 from caroni.store import display_url
 from caroni.web.cli import app as user_app
 
@@ -170,7 +171,7 @@ def manager(
         "caroni-manager.sqlite3"
     ),
     amqp: AmqpUrl = DEFAULT_AMQP,
-    exchange: Exchange = "caroni_exchange",
+    exchange: Exchange = DEFAULT_EXCHANGE,
     compat: Compat = False,
     template: Annotated[
         list[Path] | None, typer.Option(help="CWL template file to add (repeatable).")
@@ -267,7 +268,7 @@ def agent(
         "caroni-agent.sqlite3"
     ),
     amqp: AmqpUrl = DEFAULT_AMQP,
-    exchange: Exchange = "caroni_exchange",
+    exchange: Exchange = DEFAULT_EXCHANGE,
     compat: Compat = False,
     job_types: Annotated[
         list[Path] | None, typer.Option(help="Job types JSON file to add (repeatable).")
@@ -432,7 +433,7 @@ def submit(
     timeout: Annotated[float, typer.Option(help="Give up waiting after this many seconds.")] = 0,
     max_attempts: Annotated[int, typer.Option(help="Attempts per step (0: manager's).")] = 0,
     amqp: AmqpUrl = DEFAULT_AMQP,
-    exchange: Exchange = "caroni_exchange",
+    exchange: Exchange = DEFAULT_EXCHANGE,
     compat: Compat = False,
     key: KeyFile = None,
 ) -> None:
@@ -469,7 +470,7 @@ def status(
         str | None, typer.Option(help="A node's database: print its summary instead.")
     ] = None,
     amqp: AmqpUrl = DEFAULT_AMQP,
-    exchange: Exchange = "caroni_exchange",
+    exchange: Exchange = DEFAULT_EXCHANGE,
     compat: Compat = False,
     key: KeyFile = None,
 ) -> None:
@@ -519,7 +520,7 @@ def cancel(
     manager: ManagerOpt = "",
     reason: Annotated[str, typer.Option(help="Why (kept with the workflow).")] = "",
     amqp: AmqpUrl = DEFAULT_AMQP,
-    exchange: Exchange = "caroni_exchange",
+    exchange: Exchange = DEFAULT_EXCHANGE,
     compat: Compat = False,
     key: KeyFile = None,
 ) -> None:

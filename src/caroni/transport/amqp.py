@@ -46,6 +46,7 @@ from aio_pika.exceptions import (
 from yarl import URL
 
 from caroni.errors import TransportError
+from caroni.protocol.routing import DEFAULT_EXCHANGE
 from caroni.transport.base import Consumer, Delivery, OutgoingMessage, Transport
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ class AmqpSettings:
     """
 
     url: str = "amqp://guest:guest@127.0.0.1:5672/"
-    exchange: str = "caroni_exchange"
+    exchange: str = DEFAULT_EXCHANGE
     exchange_durable: bool = True
     compat: bool = False
     connect_timeout: float = 10.0
