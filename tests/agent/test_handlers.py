@@ -8,8 +8,7 @@ import pytest
 
 from caroni.agent import handlers
 from caroni.agent.jobtypes import JobTypeSpec
-from caroni.agent.model import JobStatus, Load, OfferState, Policy
-from caroni.agent.runner import JobResult
+from caroni.agent.model import JobResult, JobStatus, Load, OfferState, Policy
 from caroni.protocol import pb
 
 MANAGER = "wf.manager.MMMMMMMMMMMMMMMMMMMMMM"

@@ -20,7 +20,8 @@ import pytest
 import caroni
 from caroni.agent.containment import RECORD_DIR
 from caroni.agent.jobtypes import JobTypeSpec, load_job_types
-from caroni.agent.runner import JobResult, run_job
+from caroni.agent.model import JobResult
+from caroni.agent.runner import run_job
 
 FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
 DEMO = {s.name: s for s in load_job_types(Path(caroni.__file__).parent / "demo" / "job_types.json")}

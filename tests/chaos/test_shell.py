@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from caroni.node.runtime import Incoming, Node, Tx
+from caroni.core import Incoming
+from caroni.node.runtime import Node, Tx
 from caroni.protocol import new_message_id, pb, seal
 from caroni.store import create_db_engine, migrate
 from caroni.transport.memory import MemoryTransport

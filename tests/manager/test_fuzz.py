@@ -13,10 +13,10 @@ import uuid
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from caroni.core import Send
 from caroni.errors import SetAside
 from caroni.manager import handlers
 from caroni.manager.model import AttemptState, StepState, Workflow, WorkflowState
-from caroni.node.runtime import Send
 from caroni.protocol import pb
 from tests.manager.test_handlers import chain_template
 

@@ -16,9 +16,10 @@ from collections.abc import AsyncIterator
 import pytest
 from sqlalchemy import Engine, func, insert, select
 
+from caroni.core import Incoming
 from caroni.errors import SetAside
 from caroni.node import runtime
-from caroni.node.runtime import Incoming, Node, Tx
+from caroni.node.runtime import Node, Tx
 from caroni.protocol import new_message_id, open_envelope, pb, seal
 from caroni.store.tables import dead_letters, message_log, outbox
 from caroni.transport.base import Delivery

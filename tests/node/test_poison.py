@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 from sqlalchemy import Column, Engine, MetaData, String, Table, func, select
 
+from caroni.core import Incoming
 from caroni.node import runtime
 from caroni.node.failures import MAX_GIVE_BACKS
-from caroni.node.runtime import Incoming, Node, Tx
+from caroni.node.runtime import Node, Tx
 from caroni.protocol import new_message_id, pb, seal
 from caroni.store import create_db_engine, migrate
 from caroni.store.tables import dead_letters

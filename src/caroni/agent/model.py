@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from pydantic import BaseModel, Field
@@ -102,3 +102,17 @@ class Policy:
         if names & self.deny_managers:
             return False
         return self.allow_managers is None or bool(names & self.allow_managers)
+
+
+@dataclass(frozen=True, slots=True)
+class JobResult:
+    """What came of one job run."""
+
+    ok: bool
+    outputs: dict[str, str]  # declared outputs only; non-string JSON values as json.dumps
+    reason: str  # "" when ok; else why it failed, ending with the stderr tail
+    exit_code: int | None  # None when killed / not started
+    stdout_tail: str  # last ~4 KiB
+    stderr_tail: str  # last ~4 KiB
+    warnings: tuple[str, ...] = field(default=())
+    duration: float = 0.0  # seconds

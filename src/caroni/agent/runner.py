@@ -29,12 +29,12 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from caroni.agent.containment import Containments, JobContainment
 from caroni.agent.jobtypes import JobTypeSpec
+from caroni.agent.model import JobResult
 from caroni.protocol.job_env import env_name, env_problem
 
 __all__ = ["JobResult", "run_job"]
@@ -52,20 +52,6 @@ EXIT_GRACE_SECONDS = 5.0
 
 _STDERR_KEEP = 4 * TAIL_BYTES
 _UNSAFE_PATH_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
-
-
-@dataclass(frozen=True, slots=True)
-class JobResult:
-    """What came of one job run."""
-
-    ok: bool
-    outputs: dict[str, str]  # declared outputs only; non-string JSON values as json.dumps
-    reason: str  # "" when ok; else why it failed, ending with the stderr tail
-    exit_code: int | None  # None when killed / not started
-    stdout_tail: str  # last ~4 KiB
-    stderr_tail: str  # last ~4 KiB
-    warnings: tuple[str, ...] = field(default=())
-    duration: float = 0.0  # seconds
 
 
 class _JobProtocol(asyncio.SubprocessProtocol):
