@@ -6,12 +6,12 @@ import uuid
 
 import pytest
 
+from caroni.core import Send, counting_ids
 from caroni.errors import SetAside
 from caroni.manager import handlers
 from caroni.manager.handlers import raw_of
 from caroni.manager.model import AttemptState, StepState, Workflow, WorkflowState
 from caroni.manager.templates import Source, StepSpec, Template
-from caroni.node.runtime import Send
 from caroni.protocol import FULFILLMENT_KEY, pb
 
 AGENT = "wf.agent.AAAAAAAAAAAAAAAAAAAAAA"
@@ -482,3 +482,54 @@ def test_an_offer_window_takes_the_least_loaded_offer_and_rejects_the_others() -
     assert workflow.steps["step1"].current.agent_key == OTHER_AGENT  # type: ignore[union-attr]
     late = handlers.on_offer(workflow, offer(running=0), AGENT, 1000.7, timings)
     assert [type(s.message) for s in late] == [pb.JobFulfillmentOfferReject]
+
+
+def test_an_input_given_twice_refuses_the_workflow_before_anything_is_requested() -> None:
+    workflow, sends = handlers.create_workflow(
+        chain_template(),
+        workflow_id=uuid.uuid4().hex,
+        template_name="test_simple",
+        name="t",
+        inputs={"start_message": "second"},
+        submitter=CLIENT,
+        max_attempts=5,
+        now=1.0,
+        given_twice=["start_message"],
+    )
+    assert workflow.state == WorkflowState.FAILED
+    assert workflow.reason == "refused: input(s) given twice: start_message"
+    assert [type(s.message) for s in sends] == [pb.WorkFlowStatus]
+
+
+def test_handlers_given_the_same_ids_decide_the_same() -> None:
+    """Handlers take their fresh ids from the caller: replayed with the same source
+    of ids, the same messages make the same decisions, ids included."""
+
+    def run() -> list[bytes]:
+        new_id = counting_ids()
+        workflow, sends = handlers.create_workflow(
+            chain_template(),
+            workflow_id="0" * 32,
+            template_name="test_simple",
+            name="t",
+            inputs={"start_message": "x"},
+            submitter=CLIENT,
+            max_attempts=5,
+            now=1.0,
+            new_id=new_id,
+        )
+        request = of_type(sends, pb.JobFulfillmentRequest)[0].message
+        failed = pb.JobStatusUpdate(job_status=pb.JOB_STATUS_FAILED, status_info="no")
+        step = workflow.steps[next(iter(workflow.steps))]
+        attempt = step.current
+        assert attempt is not None
+        attempt.job_uuid, attempt.agent_key = "1" * 32, AGENT
+        attempt.state = AttemptState.RUNNING
+        failed.job_uuid = bytes.fromhex(attempt.job_uuid)
+        again = handlers.on_status_update(workflow, failed, AGENT, 2.0, new_id=new_id)
+        retry = of_type(again, pb.JobFulfillmentRequest)[0].message
+        return [request.SerializeToString(), retry.SerializeToString()]
+
+    first, second = run(), run()
+    assert first == second
+    assert first[0] != first[1], "a new attempt has a new request id"

@@ -12,9 +12,8 @@ from collections.abc import Mapping
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from caroni.agent.jobtypes import JobTypeSpec
-from caroni.agent.model import AgentJob, JobStatus, Load, Offer, OfferState, Policy
-from caroni.agent.runner import JobResult
-from caroni.node.runtime import Send
+from caroni.agent.model import AgentJob, JobResult, JobStatus, Load, Offer, OfferState, Policy
+from caroni.core import NewId, Send, random_ids
 from caroni.protocol import pb
 
 _WIRE_STATUS = {
@@ -77,6 +76,7 @@ def on_request(
     now: float,
     offers_to_manager: int,
     standing: Offer | None = None,
+    new_id: NewId = random_ids,
 ) -> tuple[Offer | None, Send]:
     """Offer for a request we can serve, decline it otherwise.
 
@@ -99,7 +99,7 @@ def on_request(
         )
         return None, Send(reply_to, decline)
     offer = Offer(
-        offer_uuid=uuid.uuid4().hex,
+        offer_uuid=new_id(),
         request_uuid=uuid.UUID(bytes=request.request_uuid).hex,
         job_type=request.job_type_name,
         manager_key=reply_to,
@@ -127,7 +127,12 @@ def _offer_message(
 
 
 def on_accept(
-    offer: Offer, existing: AgentJob | None, reply_to: str, now: float
+    offer: Offer,
+    existing: AgentJob | None,
+    reply_to: str,
+    now: float,
+    *,
+    new_id: NewId = random_ids,
 ) -> tuple[AgentJob | None, list[Send]]:
     """Turn an accepted offer into a pending job (the same job if asked again)."""
     if existing is not None:
@@ -140,7 +145,7 @@ def on_accept(
     if reply_to != offer.manager_key:
         raise OfferUnavailable(f"offer {offer.offer_uuid} was made to {offer.manager_key!r}")
     job = AgentJob(
-        job_uuid=uuid.uuid4().hex,
+        job_uuid=new_id(),
         offer_uuid=offer.offer_uuid,
         request_uuid=offer.request_uuid,
         job_type=offer.job_type,

@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING
 from caroni.agent import handlers
 from caroni.agent.containment import Containments, Mechanism
 from caroni.agent.jobtypes import JobTypeSpec
-from caroni.agent.model import AgentJob, JobStatus, Load, Offer, OfferState, Policy
-from caroni.agent.runner import JobResult, run_job
+from caroni.agent.model import AgentJob, JobResult, JobStatus, Load, Offer, OfferState, Policy
+from caroni.agent.runner import run_job
 from caroni.agent.store import AgentStore
 from caroni.backoff import Backoff
+from caroni.core import Incoming
 from caroni.errors import SetAside
-from caroni.node.runtime import Incoming, Tx
+from caroni.node.runtime import Tx
 from caroni.protocol import FULFILLMENT_KEY
 
 if TYPE_CHECKING:
@@ -142,6 +143,7 @@ class AgentRole:
                 now=tx.now,
                 offers_to_manager=offers_to.get(incoming.reply_to, 0),
                 standing=self._standing_offer(tx, tx.subject, incoming.reply_to),
+                new_id=tx.new_id,
             )
             if offer is not None:
                 unit = self._unit(tx)
@@ -188,7 +190,9 @@ class AgentRole:
         tx.subject = offer.request_uuid
         existing = self._job(tx, offer.job_uuid) if offer.job_uuid else None
         try:
-            job, sends = handlers.on_accept(offer, existing, incoming.reply_to, tx.now)
+            job, sends = handlers.on_accept(
+                offer, existing, incoming.reply_to, tx.now, new_id=tx.new_id
+            )
         except handlers.OfferUnavailable as exc:
             raise SetAside(str(exc)) from exc
         tx.send_all(sends)

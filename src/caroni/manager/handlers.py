@@ -12,9 +12,10 @@ rejected, data already recorded is not forwarded again, and so on).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from caroni.core import NewId, Send, random_ids
 from caroni.errors import SetAside
 from caroni.manager.model import (
     DEFAULT_MAX_ATTEMPTS,
@@ -28,7 +29,6 @@ from caroni.manager.model import (
     WorkflowState,
 )
 from caroni.manager.templates import Template
-from caroni.node.runtime import Send
 from caroni.protocol import FULFILLMENT_KEY, pb
 from caroni.protocol.job_env import env_problem
 
@@ -110,9 +110,12 @@ def create_workflow(
     now: float,
     start: bool = True,
     submitter_key: str = "",
+    given_twice: Sequence[str] = (),
+    new_id: NewId = random_ids,
 ) -> tuple[Workflow, list[Send]]:
     """A new workflow with every step requested (or, unless ``start``, waiting for its
-    turn); or a failed one saying why it was refused."""
+    turn); or a failed one saying why it was refused (``given_twice``: names of inputs
+    the submission holds more than once, which refuse it)."""
     workflow = Workflow(
         id=workflow_id,
         name=name,
@@ -125,6 +128,8 @@ def create_workflow(
         updated_at=now,
     )
     reason = refusal_reason(template, template_name, inputs)
+    if given_twice and not reason:
+        reason = "input(s) given twice: " + ", ".join(given_twice)
     if reason or template is None:
         return workflow, finish(workflow, WorkflowState.FAILED, f"refused: {reason}", now)
     workflow.output_names = list(template.outputs)
@@ -149,25 +154,25 @@ def create_workflow(
     if not start:
         workflow.reason = "waiting for its turn (the manager runs a limited number at once)"
         return workflow, []
-    return workflow, start_workflow(workflow, now)
+    return workflow, start_workflow(workflow, now, new_id=new_id)
 
 
-def start_workflow(workflow: Workflow, now: float) -> list[Send]:
+def start_workflow(workflow: Workflow, now: float, *, new_id: NewId = random_ids) -> list[Send]:
     """Request every step of a created workflow."""
     if workflow.state != WorkflowState.CREATED:
         return []
     workflow.state = WorkflowState.RUNNING
     workflow.reason = ""
     workflow.updated_at = now
-    sends = [_request(workflow, step, now) for step in workflow.steps.values()]
+    sends = [_request(workflow, step, now, new_id) for step in workflow.steps.values()]
     return sends + _record_outputs(workflow, now)
 
 
-def _request(workflow: Workflow, step: Step, now: float) -> Send:
+def _request(workflow: Workflow, step: Step, now: float, new_id: NewId) -> Send:
     """Start a new attempt of ``step`` by broadcasting a fulfillment request."""
     attempt = Attempt(
         number=len(step.attempts) + 1,
-        request_uuid=uuid.uuid4().hex,
+        request_uuid=new_id(),
         requested_at=now,
         updated_at=now,
     )
@@ -325,7 +330,12 @@ def _check_sender(attempt: Attempt, reply_to: str) -> None:
 
 
 def on_status_update(
-    workflow: Workflow, msg: pb.JobStatusUpdate, reply_to: str, now: float
+    workflow: Workflow,
+    msg: pb.JobStatusUpdate,
+    reply_to: str,
+    now: float,
+    *,
+    new_id: NewId = random_ids,
 ) -> list[Send]:
     step, attempt = _job_attempt(workflow, msg.job_uuid, reply_to)
     if not attempt.state.live or attempt is not step.current or workflow.state.finished:
@@ -336,7 +346,7 @@ def on_status_update(
     workflow.updated_at = now
     if msg.job_status == pb.JOB_STATUS_FAILED:
         reason = msg.status_info or "job failed"
-        return _give_up(workflow, step, attempt, AttemptState.FAILED, reason, now)
+        return _give_up(workflow, step, attempt, AttemptState.FAILED, reason, now, new_id)
     if msg.job_status == pb.JOB_STATUS_COMPLETED:
         attempt.completed_seen = True
         return _maybe_complete_step(workflow, step, attempt, now)
@@ -421,6 +431,7 @@ def _give_up(
     state: AttemptState,
     reason: str,
     now: float,
+    new_id: NewId,
     *,
     retry: bool = True,
 ) -> list[Send]:
@@ -434,7 +445,7 @@ def _give_up(
         kill = pb.JobKill(job_uuid=raw_of(attempt.job_uuid), kill_info=reason)
         sends.append(Send(attempt.agent_key, kill))
     if retry and len(step.attempts) < workflow.max_attempts:
-        return sends + [_request(workflow, step, now)]
+        return sends + [_request(workflow, step, now, new_id)]
     step.state = StepState.FAILED
     step.reason = reason
     tries = len(step.attempts)
@@ -602,7 +613,13 @@ def next_wake(workflow: Workflow, timings: Timings = DEFAULT_TIMINGS) -> float |
     return min(due) if due else None
 
 
-def on_tick(workflow: Workflow, now: float, timings: Timings = DEFAULT_TIMINGS) -> list[Send]:
+def on_tick(
+    workflow: Workflow,
+    now: float,
+    timings: Timings = DEFAULT_TIMINGS,
+    *,
+    new_id: NewId = random_ids,
+) -> list[Send]:
     """Fire due timers: broadcast unanswered requests again, replace lost acceptances,
     poll silent jobs and give up on those whose agent stays silent past the lease."""
     if workflow.state.finished:
@@ -621,7 +638,7 @@ def on_tick(workflow: Workflow, now: float, timings: Timings = DEFAULT_TIMINGS) 
             if timings.request_deadline is not None and waited >= timings.request_deadline:
                 why = f"no agent offered {step.job_type!r} within {timings.request_deadline:g}s"
                 sends += _give_up(
-                    workflow, step, current, AttemptState.ABANDONED, why, now, retry=False
+                    workflow, step, current, AttemptState.ABANDONED, why, now, new_id, retry=False
                 )
                 continue
             if now >= _rebroadcast_at(current, timings):
@@ -633,12 +650,12 @@ def on_tick(workflow: Workflow, now: float, timings: Timings = DEFAULT_TIMINGS) 
         elif current.state == AttemptState.ACCEPTING:
             if now >= current.updated_at + timings.accept_timeout:
                 why = "no JobAccepted after the offer was accepted"
-                sends += _give_up(workflow, step, current, AttemptState.ABANDONED, why, now)
+                sends += _give_up(workflow, step, current, AttemptState.ABANDONED, why, now, new_id)
         elif current.state.has_job and current.state.live:
             heard = current.last_heard_at or current.updated_at
             if now >= heard + timings.job_lease:
                 why = f"agent silent for {now - heard:.0f}s about its job"
-                sends += _give_up(workflow, step, current, AttemptState.ABANDONED, why, now)
+                sends += _give_up(workflow, step, current, AttemptState.ABANDONED, why, now, new_id)
             elif now >= _heard_or_polled(current) + timings.status_interval:
                 current.last_polled_at = now
                 assert current.job_uuid is not None and current.agent_key is not None

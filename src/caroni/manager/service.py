@@ -8,17 +8,31 @@ import uuid
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
+from caroni.core import Incoming, NewId, Send
 from caroni.errors import SetAside
 from caroni.manager import handlers
 from caroni.manager.model import Workflow
 from caroni.manager.store import Loaded, WorkflowStore
 from caroni.manager.templates import Template
-from caroni.node.runtime import Incoming, Send, Tx
+from caroni.node.runtime import Tx
 from caroni.protocol import pb
 
 log = logging.getLogger("caroni.manager")
 
-JobHandler = Callable[[Workflow, Any, str, float], list[Send]]
+# A handler of a message about a job: (workflow, message, reply_to, now, new_id).
+JobHandler = Callable[[Workflow, Any, str, float, NewId], list[Send]]
+
+
+def _without_ids(handler: Callable[[Workflow, Any, str, float], list[Send]]) -> JobHandler:
+    """A job handler that never starts a new attempt, so needs no fresh ids."""
+    return lambda workflow, msg, reply_to, now, _: handler(workflow, msg, reply_to, now)
+
+
+def _on_status_update(
+    workflow: Workflow, msg: Any, reply_to: str, now: float, new_id: NewId
+) -> list[Send]:
+    return handlers.on_status_update(workflow, msg, reply_to, now, new_id=new_id)
+
 
 DEFAULT_MAX_RUNNING = 300
 
@@ -48,12 +62,12 @@ class ManagerRole:
         self._routed: dict[str, tuple[str, JobHandler]] = {
             "JobFulfillmentOffer": (
                 "request_uuid",
-                functools.partial(handlers.on_offer, timings=timings),
+                _without_ids(functools.partial(handlers.on_offer, timings=timings)),
             ),
-            "JobFulfillmentDecline": ("request_uuid", handlers.on_decline),
-            "JobAccepted": ("offer_uuid", handlers.on_job_accepted),
-            "JobStatusUpdate": ("job_uuid", handlers.on_status_update),
-            "JobDataAvailable": ("job_uuid", handlers.on_data),
+            "JobFulfillmentDecline": ("request_uuid", _without_ids(handlers.on_decline)),
+            "JobAccepted": ("offer_uuid", _without_ids(handlers.on_job_accepted)),
+            "JobStatusUpdate": ("job_uuid", _on_status_update),
+            "JobDataAvailable": ("job_uuid", _without_ids(handlers.on_data)),
         }
 
     def bindings(self, own_key: str) -> list[str]:
@@ -69,7 +83,7 @@ class ManagerRole:
             if loaded is None:
                 raise SetAside(f"{kind} names {field} {key}, which no workflow here has")
             tx.subject = loaded.workflow.id
-            tx.send_all(handler(loaded.workflow, msg, incoming.reply_to, tx.now))
+            tx.send_all(handler(loaded.workflow, msg, incoming.reply_to, tx.now, tx.new_id))
             _log_state(loaded.workflow, kind)
         elif kind == "WorkFlowCreate":
             self.create(tx, msg, incoming.reply_to, incoming.opened.signator)
@@ -111,7 +125,7 @@ class ManagerRole:
             if existing is not None:
                 return existing.workflow  # the same submission again
         else:
-            workflow_id = uuid.uuid4().hex
+            workflow_id = tx.new_id()
         inputs: dict[str, str] = {}
         duplicated = []
         for item in msg.inputs:
@@ -131,14 +145,9 @@ class ManagerRole:
             now=tx.now,
             start=start,
             submitter_key=submitter_key,
+            given_twice=duplicated,
+            new_id=tx.new_id,
         )
-        if duplicated and not workflow.state.finished:
-            sends = handlers.finish(
-                workflow,
-                handlers.WorkflowState.FAILED,
-                "refused: input(s) given twice: " + ", ".join(duplicated),
-                tx.now,
-            )
         self._opened(tx)[workflow.id] = Loaded(workflow)
         if self.max_running and workflow.state == handlers.WorkflowState.RUNNING:
             tx.shared["running"] = self._running(tx) + 1
@@ -169,7 +178,7 @@ class ManagerRole:
             if loaded is None:
                 continue
             tx.subject = workflow_id
-            tx.send_all(handlers.on_tick(loaded.workflow, tx.now, self.timings))
+            tx.send_all(handlers.on_tick(loaded.workflow, tx.now, self.timings, new_id=tx.new_id))
             tx.flush()  # each workflow's messages logged under its own id
         # Written now, so that the next wake below counts these workflows' timers.
         admitted = self._save_opened(tx)
@@ -257,7 +266,7 @@ class ManagerRole:
         started = self.store.waiting(tx.conn, room)
         for loaded in started:
             tx.subject = loaded.workflow.id
-            tx.send_all(handlers.start_workflow(loaded.workflow, tx.now))
+            tx.send_all(handlers.start_workflow(loaded.workflow, tx.now, new_id=tx.new_id))
             tx.flush()
         self.store.save(tx.conn, started)
 

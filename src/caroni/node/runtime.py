@@ -43,6 +43,7 @@ from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from caroni.backoff import Backoff
+from caroni.core import Incoming, NewId, Send, random_ids
 from caroni.errors import EnvelopeError, SetAside
 from caroni.node.failures import GiveBacks, is_outage
 from caroni.node.shell_sql import ShellStatements
@@ -77,31 +78,6 @@ MAX_SUMMARY_CHARS = 4000
 MAX_DEAD_LETTER_BODY = 64 * 1024  # bytes of a dead letter's body kept
 MAX_REASON = 8000  # characters of a dead letter's reason kept
 PRUNE_INTERVAL = 3600.0  # seconds between clean-ups of old inbox ids and traffic
-
-
-@dataclass(frozen=True, slots=True)
-class Send:
-    """A message a pure handler wants sent: where to, and what."""
-
-    to: str
-    message: Message
-
-
-@dataclass(frozen=True, slots=True)
-class Incoming:
-    """One opened delivery as a handler sees it."""
-
-    opened: Opened
-    reply_to: str
-    routing_key: str
-
-    @property
-    def message(self) -> Any:
-        return self.opened.message
-
-    @property
-    def type_name(self) -> str:
-        return self.opened.type_name
 
 
 @dataclass
@@ -161,6 +137,7 @@ class Tx:
     now: float
     node_uuid: uuid.UUID
     own_key: str
+    new_id: NewId = random_ids  # fresh ids for what handlers create
     record_traffic: bool = True
     signer: Signer | None = None
     batch: Batch = field(default_factory=Batch)
@@ -270,8 +247,10 @@ class Node:
         record_traffic: bool = True,
         signer: Signer | None = None,
         trust: TrustPolicy | None = None,
+        new_id: NewId = random_ids,
     ) -> None:
         self.role = role
+        self.new_id = new_id  # where handlers' fresh ids come from
         self.engine = engine
         self.transport = transport
         self.node_uuid = node_uuid
@@ -373,6 +352,7 @@ class Node:
             now=time.time(),
             node_uuid=self.node_uuid,
             own_key=self.own_key,
+            new_id=self.new_id,
             record_traffic=self.record_traffic,
             signer=self.signer,
             batch=batch,
