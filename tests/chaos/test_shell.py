@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from caroni.core import Incoming
+from caroni.node import NoWork
 from caroni.node.runtime import Node, Tx
 from caroni.protocol import new_message_id, pb, seal
 from caroni.store import create_db_engine, migrate
@@ -38,6 +39,9 @@ class Recorder:
 
     def bindings(self, own_key: str) -> list[str]:
         return [own_key]
+
+    def open(self, tx: Tx) -> NoWork:
+        return NoWork()
 
     def handle(self, tx: Tx, incoming: Incoming) -> None:
         self.handled += 1

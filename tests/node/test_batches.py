@@ -11,7 +11,8 @@ import base64
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 
 import pytest
 from sqlalchemy import Engine, func, insert, select
@@ -33,9 +34,29 @@ BAD = uuid.UUID(int=0).bytes  # the job uuid the role refuses
 UNWRITABLE = uuid.UUID(int=1).bytes  # the job uuid whose write-back fails
 
 
+@dataclass
+class Tally:
+    """Echo's unit of work: messages counted in one transaction, written once."""
+
+    role: Echo
+    count: int = 0
+    unwritable: bool = False  # a message whose write-back fails is in it
+
+    def prefetch(self, incoming: Sequence[Incoming]) -> None:
+        pass
+
+    def write(self) -> None:
+        if self.unwritable:
+            raise RuntimeError("the aggregate changed under us")
+        self.role.tallies.append(self.count)
+
+    def after_commit(self) -> None:
+        pass
+
+
 class Echo:
     """Answers each JobStatusRequest with a JobStatusUpdate for the same job; keeps a
-    per-transaction tally in ``tx.shared`` written once before the rows are."""
+    per-transaction tally in its unit of work, written once before the rows are."""
 
     name = "manager"
 
@@ -45,26 +66,24 @@ class Echo:
     def bindings(self, own_key: str) -> list[str]:
         return [own_key]
 
+    def open(self, tx: Tx) -> Tally:
+        return Tally(self)
+
     def handle(self, tx: Tx, incoming: Incoming) -> None:
         job_uuid = incoming.message.job_uuid
         if job_uuid == BAD:
             raise SetAside("this job is refused")
+        tally = tx.work
+        assert isinstance(tally, Tally)
         if job_uuid == UNWRITABLE:
-            tx.before_write(self._fail_to_write)
+            tally.unwritable = True
         tx.subject = uuid.UUID(bytes=job_uuid).hex
-        if "tally" not in tx.shared:
-            tx.shared["tally"] = 0
-            tx.before_write(lambda: self.tallies.append(tx.shared["tally"]))
-        tx.shared["tally"] += 1
+        tally.count += 1
         update = pb.JobStatusUpdate(job_uuid=job_uuid, job_status=pb.JOB_STATUS_RUNNING)
         tx.send(incoming.reply_to, update)
 
     def tick(self, tx: Tx) -> float | None:
         return None
-
-    @staticmethod
-    def _fail_to_write() -> None:
-        raise RuntimeError("the aggregate changed under us")
 
 
 @pytest.fixture

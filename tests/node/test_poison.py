@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import Column, Engine, MetaData, String, Table, func, select
 
 from caroni.core import Incoming
-from caroni.node import runtime
+from caroni.node import NoWork, runtime
 from caroni.node.failures import MAX_GIVE_BACKS
 from caroni.node.runtime import Node, Tx
 from caroni.protocol import new_message_id, pb, seal
@@ -49,6 +49,9 @@ class Notes:
 
     def bindings(self, own_key: str) -> list[str]:
         return [own_key]
+
+    def open(self, tx: Tx) -> NoWork:
+        return NoWork()
 
     def handle(self, tx: Tx, incoming: Incoming) -> None:
         message = incoming.message

@@ -30,15 +30,34 @@ log = logging.getLogger("caroni.agent")
 
 
 @dataclass
-class _Unit:
+class AgentWork:
     """The jobs and offers one transaction has read or changed (a batch of messages
-    about many jobs costs a statement or two, not one or two per message)."""
+    about many jobs costs a statement or two, not one or two per message), and how
+    busy the agent is, counted once per transaction."""
 
+    role: AgentRole
+    tx: Tx
     jobs: dict[str, AgentJob] = field(default_factory=dict)
     changed: dict[str, bool] = field(default_factory=dict)  # job uuid -> is new
     new_offers: list[Offer] = field(default_factory=list)
     open_offers: dict[tuple[str, str], Offer] = field(default_factory=dict)
     requests_read: set[str] = field(default_factory=set)  # their open offers are known
+    load: Load | None = None  # jobs running and reserved, once counted
+    offers_to: dict[str, int] | None = None  # open offers by manager, counted with load
+    running: int | None = None  # jobs running, once counted for a claim
+
+    def forget_counts(self) -> None:
+        """What jobs and offers count for may change: count them again when asked."""
+        self.load = self.offers_to = self.running = None
+
+    def prefetch(self, incoming: Sequence[Incoming]) -> None:
+        self.role.prefetch(self.tx, incoming)
+
+    def write(self) -> None:
+        self.role._write(self.tx)
+
+    def after_commit(self) -> None:
+        pass
 
 
 class AgentRole:
@@ -132,7 +151,9 @@ class AgentRole:
         if kind == "JobFulfillmentRequest":
             tx.subject = uuid.UUID(bytes=msg.request_uuid).hex
             load = self._load(tx)
-            offers_to: dict[str, int] = tx.shared["offers_to"]
+            work = self._work(tx)
+            offers_to = work.offers_to
+            assert offers_to is not None  # counted with the load
             offer, send = handlers.on_request(
                 msg,
                 incoming.reply_to,
@@ -146,17 +167,14 @@ class AgentRole:
                 new_id=tx.new_id,
             )
             if offer is not None:
-                unit = self._unit(tx)
-                unit.new_offers.append(offer)
-                unit.open_offers[(offer.request_uuid, offer.manager_key)] = offer
-                tx.shared["load"] = Load(load.running, load.reserved + 1)
+                work.new_offers.append(offer)
+                work.open_offers[(offer.request_uuid, offer.manager_key)] = offer
+                work.load = Load(load.running, load.reserved + 1)
                 offers_to[offer.manager_key] = offers_to.get(offer.manager_key, 0) + 1
             tx.send(send.to, send.message)
             return
         # Everything else may change what jobs and offers count for.
-        tx.shared.pop("load", None)
-        tx.shared.pop("offers_to", None)
-        tx.shared.pop("running", None)
+        self._work(tx).forget_counts()
         if kind == "JobFulfillmentOfferAccept":
             self._accept(tx, incoming)
         elif kind == "JobFulfillmentOfferReject":
@@ -221,19 +239,19 @@ class AgentRole:
     def _load(self, tx: Tx) -> Load:
         """How busy this agent is; counted once per transaction (a batch of requests).
 
-        Also leaves the open offers by manager in ``tx.shared["offers_to"]``.
+        Also counts the open offers by manager (``AgentWork.offers_to``).
         """
-        load: Load | None = tx.shared.get("load")
-        if load is None:
+        work = self._work(tx)
+        if work.load is None:
             self._write(tx)  # count what this transaction changed too
             counts = self.store.count_live(tx.conn)
             reserved = sum(counts.get(str(s), 0) for s in (JobStatus.PENDING, JobStatus.QUEUED))
-            offers_to = tx.shared["offers_to"] = self.store.open_offers(tx.conn)
-            load = tx.shared["load"] = Load(
+            work.offers_to = self.store.open_offers(tx.conn)
+            work.load = Load(
                 running=counts.get(str(JobStatus.RUNNING), 0),
-                reserved=reserved + sum(offers_to.values()),
+                reserved=reserved + sum(work.offers_to.values()),
             )
-        return load
+        return work.load
 
     def tick(self, tx: Tx) -> float | None:
         self.store.expire_offers(tx.conn, tx.now)
@@ -243,7 +261,7 @@ class AgentRole:
 
     def prefetch(self, tx: Tx, incoming: Sequence[Incoming]) -> None:
         """Read the jobs and standing offers a batch of messages concern, all at once."""
-        unit = self._unit(tx)
+        unit = self._work(tx)
         job_uuids, request_uuids = [], []
         for item in incoming:
             if item.type_name in ("JobStatusRequest", "JobDataAvailable", "JobKill"):
@@ -256,15 +274,16 @@ class AgentRole:
         if request_uuids:
             self._read_open_offers(tx, unit, request_uuids)
 
-    def _unit(self, tx: Tx) -> _Unit:
-        unit: _Unit | None = tx.shared.get("agent")
-        if unit is None:
-            unit = tx.shared["agent"] = _Unit()
-            tx.before_write(lambda: self._write(tx))
-        return unit
+    def open(self, tx: Tx) -> AgentWork:
+        return AgentWork(self, tx)
+
+    def _work(self, tx: Tx) -> AgentWork:
+        work = tx.work
+        assert isinstance(work, AgentWork), work
+        return work
 
     def _job(self, tx: Tx, job_uuid: str) -> AgentJob | None:
-        unit = self._unit(tx)
+        unit = self._work(tx)
         job = unit.jobs.get(job_uuid)
         if job is None:
             job = self.store.job(tx.conn, job_uuid)
@@ -274,24 +293,24 @@ class AgentRole:
 
     def _save(self, tx: Tx, job: AgentJob, *, new: bool = False) -> None:
         """Write ``job`` back before the transaction's rows are written."""
-        unit = self._unit(tx)
+        unit = self._work(tx)
         unit.jobs[job.job_uuid] = job
         unit.changed[job.job_uuid] = unit.changed.get(job.job_uuid, False) or new
 
     def _standing_offer(self, tx: Tx, request_uuid: str, manager_key: str) -> Offer | None:
-        unit = self._unit(tx)
+        unit = self._work(tx)
         if request_uuid not in unit.requests_read:
             self._read_open_offers(tx, unit, [request_uuid])
         return unit.open_offers.get((request_uuid, manager_key))
 
-    def _read_open_offers(self, tx: Tx, unit: _Unit, request_uuids: list[str]) -> None:
+    def _read_open_offers(self, tx: Tx, unit: AgentWork, request_uuids: list[str]) -> None:
         for offer in self.store.open_offers_for(tx.conn, request_uuids):
             unit.open_offers[(offer.request_uuid, offer.manager_key)] = offer
         unit.requests_read.update(request_uuids)
 
     def _write(self, tx: Tx) -> None:
         """Write the offers made and the jobs changed so far in this transaction."""
-        unit = self._unit(tx)
+        unit = self._work(tx)
         self.store.add_offers(tx.conn, unit.new_offers)
         unit.new_offers = []
         self.store.save_jobs(tx.conn, [(unit.jobs[key], new) for key, new in unit.changed.items()])
@@ -307,10 +326,10 @@ class AgentRole:
     def _claim(self, tx: Tx) -> None:
         """Claim the jobs ready longest, as many as there are free slots."""
         self._write(tx)  # the claim reads the jobs' state from the database
-        running: int | None = tx.shared.get("running")
-        if running is None:
-            running = self.store.count_running(tx.conn)
-        tx.shared["running"] = running
+        work = self._work(tx)
+        if work.running is None:
+            work.running = self.store.count_running(tx.conn)
+        running = work.running
         free = self.policy.slots - running
         if free <= 0:
             return
@@ -328,7 +347,7 @@ class AgentRole:
             self._save(tx, job)
             tx.subject = job.job_uuid
             tx.flush()
-        tx.shared["running"] = running + len(claimed)
+        work.running = running + len(claimed)
         if claimed:
             tx.after_commit(lambda: self._start(claimed))
 

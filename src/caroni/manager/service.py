@@ -6,6 +6,7 @@ import functools
 import logging
 import uuid
 from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from caroni.core import Incoming, NewId, Send
@@ -150,7 +151,7 @@ class ManagerRole:
         )
         self._opened(tx)[workflow.id] = Loaded(workflow)
         if self.max_running and workflow.state == handlers.WorkflowState.RUNNING:
-            tx.shared["running"] = self._running(tx) + 1
+            self._work(tx).running = self._running(tx) + 1
         tx.subject = workflow.id
         tx.send_all(sends)
         _log_state(workflow, "WorkFlowCreate")
@@ -191,15 +192,16 @@ class ManagerRole:
 
     # --- one read and one write per workflow and transaction ------------------------------
 
+    def open(self, tx: Tx) -> ManagerWork:
+        return ManagerWork(self, tx)
+
+    def _work(self, tx: Tx) -> ManagerWork:
+        work = tx.work
+        assert isinstance(work, ManagerWork), work
+        return work
+
     def _opened(self, tx: Tx) -> dict[str, Loaded]:
-        """The workflows this transaction has read (and, on PostgreSQL, locked); the
-        messages of a batch that concern one workflow share one read and one write."""
-        opened: dict[str, Loaded] | None = tx.shared.get("workflows")
-        if opened is None:
-            opened = tx.shared["workflows"] = {}
-            tx.before_write(lambda: self._save_opened(tx))
-            tx.after_commit(lambda: self.store.remember(opened.values()))
-        return opened
+        return self._work(tx).opened
 
     def _load(self, tx: Tx, workflow_id: str) -> Loaded | None:
         opened = self._opened(tx)
@@ -251,14 +253,14 @@ class ManagerRole:
 
     def _running(self, tx: Tx) -> int:
         """Workflows requesting or running steps (counted once per transaction)."""
-        running: int | None = tx.shared.get("running")
-        if running is None:
-            running = tx.shared["running"] = self.store.count_running(tx.conn)
-        return running
+        work = self._work(tx)
+        if work.running is None:
+            work.running = self.store.count_running(tx.conn)
+        return work.running
 
     def _admit(self, tx: Tx) -> None:
         """Start the workflows waiting longest, as many as there is room for."""
-        tx.shared.pop("running", None)  # what this transaction ended is written now
+        self._work(tx).running = None  # what this transaction ended is written now
         room = self.max_running - self._running(tx)
         if room <= 0:
             return
@@ -269,6 +271,26 @@ class ManagerRole:
             tx.send_all(handlers.start_workflow(loaded.workflow, tx.now, new_id=tx.new_id))
             tx.flush()
         self.store.save(tx.conn, started)
+
+
+@dataclass
+class ManagerWork:
+    """The workflows one transaction has read (and, on PostgreSQL, locked): the
+    messages of a batch that concern one workflow share one read and one write."""
+
+    role: ManagerRole
+    tx: Tx
+    opened: dict[str, Loaded] = field(default_factory=dict)
+    running: int | None = None  # workflows requesting or running steps, once counted
+
+    def prefetch(self, incoming: Sequence[Incoming]) -> None:
+        self.role.prefetch(self.tx, incoming)
+
+    def write(self) -> None:
+        self.role._save_opened(self.tx)
+
+    def after_commit(self) -> None:
+        self.role.store.remember(self.opened.values())
 
 
 def _log_state(workflow: Workflow, cause: str) -> None:

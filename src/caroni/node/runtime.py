@@ -27,27 +27,25 @@ import asyncio
 import concurrent.futures
 import contextlib
 import hashlib
-import json
 import logging
 import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from google.protobuf.json_format import MessageToDict
-from google.protobuf.message import Message
 from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from caroni.backoff import Backoff
-from caroni.core import Incoming, NewId, Send, random_ids
+from caroni.core import Incoming, NewId, random_ids
 from caroni.errors import EnvelopeError, SetAside
 from caroni.node.failures import GiveBacks, is_outage
+from caroni.node.role import Role
 from caroni.node.shell_sql import ShellStatements
-from caroni.protocol import Opened, Signer, new_message_id, open_envelope, seal
+from caroni.node.tx import Batch, Tx, outbox_rows
+from caroni.protocol import Opened, Signer, open_envelope
 from caroni.protocol.bounds import MAX_MESSAGE_ID, check_delivery_fields
 from caroni.store.retention import Retention, prune
 from caroni.store.tables import dead_letters, inbox, outbox
@@ -74,161 +72,13 @@ MAX_TICK_INTERVAL = 1.0
 # (congestion collapse). So timers wait for the deliveries taken to be handled,
 # but never longer than this, so that a node that is never idle still fires them.
 MAX_TIMER_DEFERRAL = 60.0
-MAX_SUMMARY_CHARS = 4000
 MAX_DEAD_LETTER_BODY = 64 * 1024  # bytes of a dead letter's body kept
 MAX_REASON = 8000  # characters of a dead letter's reason kept
 PRUNE_INTERVAL = 3600.0  # seconds between clean-ups of old inbox ids and traffic
 
 
-@dataclass
-class Batch:
-    """What the messages of one transaction leave to be written at its end.
-
-    Handlers queue rows here instead of writing them one by one, so a batch of
-    deliveries costs a few bulk statements instead of several per message.
-    """
-
-    outgoing: list[dict[str, Any]] = field(default_factory=list)
-    traffic: list[dict[str, Any]] = field(default_factory=list)
-    after_commit: list[Callable[[], None]] = field(default_factory=list)
-    before_write: list[Callable[[], object]] = field(default_factory=list)  # results ignored
-    # Roles keep what they read once per transaction here (e.g. workflow aggregates
-    # locked for this transaction), to write it back once in ``before_write``.
-    shared: dict[str, Any] = field(default_factory=dict)
-
-    def write(
-        self, conn: Connection, statements: ShellStatements, published_ids: list[int]
-    ) -> list[tuple[int, OutgoingMessage]]:
-        """Write everything queued and forget the outbox rows published since the last
-        write, as the transaction's last statements (they may commit it); return the
-        outgoing messages with their outbox ids."""
-        for callback in self.before_write:
-            callback()
-        ids = statements.write(
-            conn,
-            published_ids=published_ids,
-            outgoing=self.outgoing,
-            traffic=self.traffic,
-            commit=True,
-        )
-        return _outbox_rows(ids, self.outgoing)
-
-
-def _outbox_rows(ids: list[int], rows: list[dict[str, Any]]) -> list[tuple[int, OutgoingMessage]]:
-    """Outgoing messages with the outbox row ids they were written under."""
-    return [
-        (row_id, OutgoingMessage(r["routing_key"], r["body"], r["reply_to"], r["message_id"]))
-        for row_id, r in zip(ids, rows, strict=True)
-    ]
-
-
-@dataclass
-class Tx:
-    """What a handler may touch while its transaction is open.
-
-    ``conn`` is the open connection; ``send`` queues a message into the outbox (it is
-    published only if the transaction commits); ``after_commit`` registers work for
-    the event loop once the change is durable (start a job, wake a scheduler);
-    ``before_write`` registers work to do once before the transaction's rows are
-    written (write back what ``shared`` holds).
-    """
-
-    conn: Connection
-    now: float
-    node_uuid: uuid.UUID
-    own_key: str
-    new_id: NewId = random_ids  # fresh ids for what handlers create
-    record_traffic: bool = True
-    signer: Signer | None = None
-    batch: Batch = field(default_factory=Batch)
-    # The aggregate this transaction concerns (workflow id, job uuid): handlers
-    # set it so that the traffic log can show one workflow's messages.
-    subject: str = ""
-    _unmarked: int = 0  # traffic rows from here on do not have their subject yet
-
-    def __post_init__(self) -> None:
-        self._unmarked = len(self.batch.traffic)  # earlier messages' rows have theirs
-
-    @property
-    def shared(self) -> dict[str, Any]:
-        return self.batch.shared
-
-    def send(self, to: str, message: Message) -> None:
-        message_id = new_message_id()
-        body = seal(message, message_id=message_id, sender=self.node_uuid, signer=self.signer)
-        self.record("out", type(message).__name__, to, message_id, message)
-        self.batch.outgoing.append(
-            {
-                "routing_key": to,
-                "body": body,
-                "reply_to": self.own_key,
-                "message_id": message_id,
-                "created_at": self.now,
-            }
-        )
-
-    def send_all(self, sends: Sequence[Send]) -> None:
-        for item in sends:
-            self.send(item.to, item.message)
-
-    def after_commit(self, callback: Callable[[], None]) -> None:
-        self.batch.after_commit.append(callback)
-
-    def before_write(self, callback: Callable[[], object]) -> None:
-        self.batch.before_write.append(callback)
-
-    def record(
-        self, direction: str, type_name: str, peer: str, message_id: str, message: Message
-    ) -> None:
-        """Note a message in the traffic log (its subject is filled in by ``flush``)."""
-        if not self.record_traffic:
-            return
-        summary = json.dumps(MessageToDict(message), separators=(",", ":"))
-        self.batch.traffic.append(
-            {
-                "at": self.now,
-                "direction": direction,
-                "type_name": type_name,
-                "peer": peer,
-                "message_id": message_id,
-                "summary": summary[:MAX_SUMMARY_CHARS],
-                "subject": "",
-            }
-        )
-
-    def flush(self) -> None:
-        """File the traffic noted since the last flush under the current ``subject``
-        (call it before moving on to another subject in the same transaction)."""
-        rows = self.batch.traffic
-        for row in rows[self._unmarked :]:
-            row["subject"] = self.subject
-        self._unmarked = len(rows)
-
-
 class _NeedsCare(Exception):
     """A message of a batch applied together must be applied on its own."""
-
-
-class Role(Protocol):
-    """What makes a node a manager or an agent: its bindings, handlers and timers."""
-
-    name: str
-
-    def bindings(self, own_key: str) -> list[str]:
-        """Routing-key patterns this node's queue listens to."""
-        ...
-
-    def handle(self, tx: Tx, incoming: Incoming) -> None:
-        """Apply one message; raise SetAside to dead-letter it with a reason."""
-        ...
-
-    def tick(self, tx: Tx) -> float | None:
-        """Fire due timers; return when to be called next (epoch seconds) or None."""
-        ...
-
-    # A role may also define ``prefetch(tx, incoming: Sequence[Incoming])``: called
-    # before a batch of messages is applied together, to read what they concern in
-    # a few statements rather than one or more per message.
 
 
 class Node:
@@ -353,6 +203,7 @@ class Node:
             node_uuid=self.node_uuid,
             own_key=self.own_key,
             new_id=self.new_id,
+            opener=self.role.open,
             record_traffic=self.record_traffic,
             signer=self.signer,
             batch=batch,
@@ -376,7 +227,10 @@ class Node:
         if published:
             self._unpublished.extend(published)
             self._outbox_wakeup.set()
-        for callback in batch.after_commit:
+        callbacks = list(batch.after_commit)
+        if batch.work is not None:
+            callbacks.insert(0, batch.work.after_commit)
+        for callback in callbacks:
             try:
                 callback()
             except Exception:
@@ -557,10 +411,9 @@ class Node:
                     continue
                 fresh.discard(message_id)  # the same message twice in one batch
             todo.append((delivery, item, message_id))
-        prefetch = getattr(self.role, "prefetch", None)
-        if prefetch is not None and len(todo) > 1:
+        if len(todo) > 1:
             incoming = [Incoming(o, d.reply_to, d.routing_key) for d, o, _ in todo]
-            prefetch(self._new_tx(conn, batch), incoming)
+            self._new_tx(conn, batch).work.prefetch(incoming)
         for delivery, item, message_id in todo:
             try:
                 self._apply(self._new_tx(conn, batch), delivery, item, message_id)
@@ -622,8 +475,8 @@ class Node:
             if message_id:  # raises IntegrityError for a message id handled meanwhile
                 conn.execute(inbox.insert().values(message_id=message_id, received_at=time.time()))
             self._apply(self._new_tx(conn, alone), delivery, opened, message_id)
-            for callback in alone.before_write:
-                callback()
+            if alone.work is not None:
+                alone.work.write()
             ids = self._statements.write(
                 conn, published_ids=[], outgoing=alone.outgoing, traffic=alone.traffic
             )
@@ -658,8 +511,10 @@ class Node:
             self._dead_letter(conn, delivery, opened.type_name, reason, message_id)
             return []
         self.counters["handled"] += 1
+        if alone.work is not None:
+            batch.after_commit.append(alone.work.after_commit)
         batch.after_commit += alone.after_commit
-        return _outbox_rows(ids, alone.outgoing)
+        return outbox_rows(ids, alone.outgoing)
 
     def _seen(self, conn: Connection, message_id: str) -> bool:
         query = select(inbox.c.message_id).where(inbox.c.message_id == message_id)
