@@ -17,7 +17,8 @@ import pytest
 from sqlalchemy import Column, Engine, MetaData, String, Table, func, select
 
 from caroni.core import Incoming
-from caroni.node import NoWork, runtime
+from caroni.node import NoWork
+from caroni.node.apply import MAX_DEAD_LETTER_BODY, Applier
 from caroni.node.failures import MAX_GIVE_BACKS
 from caroni.node.runtime import Node, Tx
 from caroni.protocol import new_message_id, pb, seal
@@ -145,16 +146,16 @@ async def test_a_delivery_that_keeps_failing_is_set_aside_after_a_few_give_backs
     """A failure no savepoint contains (a bug in the shell, say) while the database
     answers: the delivery is given back a few times, then set aside with the error."""
     doomed = uuid.uuid4().bytes
-    open_delivery = Node._open
+    open_delivery = Applier.open
     attempts: list[int] = []
 
-    def fail_on_doomed(self: Node, delivery: Delivery) -> Any:
+    def fail_on_doomed(self: Applier, delivery: Delivery) -> Any:
         if doomed in delivery.body:
             attempts.append(1)
             raise RuntimeError("a bug that fails on this message")
         return open_delivery(self, delivery)
 
-    monkeypatch.setattr(Node, "_open", fail_on_doomed)
+    monkeypatch.setattr(Applier, "open", fail_on_doomed)
     node._backoff = _NoPause()  # type: ignore[assignment]
     good = [uuid.uuid4().bytes for _ in range(6)]
     for job in good[:3]:
@@ -188,7 +189,7 @@ async def test_a_dead_letter_keeps_at_most_64_kib_of_the_body_and_says_so(
     await transport.publish(KEY, body, reply_to=PEER, message_id="x" * 64)
     await eventually(lambda: _count(engine, dead_letters) == 1, "the garbage set aside")
     [row] = _rows(engine, select(dead_letters))
-    assert len(row.body) == runtime.MAX_DEAD_LETTER_BODY
+    assert len(row.body) == MAX_DEAD_LETTER_BODY
     assert row.reason.endswith(f"(body cut to 65536 of {len(body)} bytes)")
     assert row.message_id == "x" * 64
 

@@ -6,9 +6,10 @@ Every delivery, whatever its type, goes through the same steps:
 2. in ONE database transaction: open the envelopes, note their message ids in the
    inbox (an id noted before is a duplicate and skipped), let the role's handler
    apply each message, write the outgoing messages to the outbox (the shell's own
-   statements are in ``shell_sql``); a delivery that cannot be opened or applied
-   is stored as a dead letter with its reason instead (the batch is then applied
-   again one savepoint per message, so that it costs only itself);
+   statements are in ``shell_sql``, the applying in ``apply``); a delivery that
+   cannot be opened or applied is stored as a dead letter with its reason instead
+   (the batch is then applied again one savepoint per message, so that it costs
+   only itself); a database outage gives the batch back (``failures``);
 3. commit, then ack the batch;
 4. publish the outbox with broker confirms, deleting rows once confirmed.
 
@@ -30,25 +31,22 @@ import hashlib
 import logging
 import threading
 import time
-import traceback
 import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, select
-from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from caroni.backoff import Backoff
-from caroni.core import Incoming, NewId, random_ids
-from caroni.errors import EnvelopeError, SetAside
+from caroni.core import NewId, random_ids
+from caroni.node.apply import Applier
 from caroni.node.failures import GiveBacks, is_outage
 from caroni.node.role import Role
 from caroni.node.shell_sql import ShellStatements
-from caroni.node.tx import Batch, Tx, outbox_rows
-from caroni.protocol import Opened, Signer, open_envelope
-from caroni.protocol.bounds import MAX_MESSAGE_ID, check_delivery_fields
+from caroni.node.tx import Batch, Tx
+from caroni.protocol import Signer
 from caroni.store.retention import Retention, prune
-from caroni.store.tables import dead_letters, inbox, outbox
+from caroni.store.tables import outbox
 from caroni.store.vacuum import VACUUM_INTERVAL, needs_vacuuming, vacuum_busy_tables
 from caroni.transport.base import Consumer, Delivery, OutgoingMessage, Transport
 from caroni.trust import TrustPolicy
@@ -72,13 +70,7 @@ MAX_TICK_INTERVAL = 1.0
 # (congestion collapse). So timers wait for the deliveries taken to be handled,
 # but never longer than this, so that a node that is never idle still fires them.
 MAX_TIMER_DEFERRAL = 60.0
-MAX_DEAD_LETTER_BODY = 64 * 1024  # bytes of a dead letter's body kept
-MAX_REASON = 8000  # characters of a dead letter's reason kept
 PRUNE_INTERVAL = 3600.0  # seconds between clean-ups of old inbox ids and traffic
-
-
-class _NeedsCare(Exception):
-    """A message of a batch applied together must be applied on its own."""
 
 
 class Node:
@@ -118,6 +110,15 @@ class Node:
             "dead_lettered": 0,
             "published": 0,
         }
+        self._applier = Applier(
+            engine,
+            role,
+            self.trust,
+            self._statements,
+            self.counters,
+            new_tx=self._new_tx,
+            write=self._write,
+        )
         self._db = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix=f"caroni-db-{role.name}"
         )
@@ -266,7 +267,7 @@ class Node:
         at most ``MAX_GIVE_BACKS`` times, then set aside with the last error.
         """
         try:
-            committed, published = await self.db(self._handle_batch, batch)
+            committed, published = await self.db(self._applier.apply, batch)
         except Exception as exc:
             if not await self._outage(exc):
                 if len(batch) > 1:
@@ -320,7 +321,7 @@ class Node:
 
         def set_aside() -> None:
             with self.engine.begin() as conn:
-                self._dead_letter(conn, delivery, "", reason)
+                self._applier.dead_letter(conn, delivery, "", reason)
 
         try:
             await self.db(set_aside)
@@ -330,228 +331,6 @@ class Node:
         self._give_backs.forget(key)
         await delivery.ack()
         return True
-
-    def _handle_batch(
-        self, deliveries: list[Delivery]
-    ) -> tuple[Batch, list[tuple[int, OutgoingMessage]]]:
-        """Apply a batch of deliveries in one transaction.
-
-        First all at once, without a savepoint per message. Should any handler set
-        its message aside or fail, or another process have handled one of them
-        meanwhile, that transaction is rolled back and the batch applied again one
-        savepoint per message, so that one bad message costs only itself.
-        """
-        opened = [self._open(delivery) for delivery in deliveries]
-        # A rolled-back attempt must not count. Only what applying counts is restored:
-        # "published" moves on the event loop meanwhile.
-        counters = {key: self.counters[key] for key in ("handled", "duplicates", "dead_lettered")}
-        try:
-            with self.engine.begin() as conn:
-                batch = Batch()
-                self._apply_together(conn, batch, deliveries, opened)
-                published = self._write(conn, batch)
-            return batch, published
-        except DBAPIError as exc:
-            self.counters.update(counters)
-            if is_outage(exc):
-                raise  # the database itself is in trouble: the batch goes back
-            log.debug("batch applied again one message at a time: %s", exc)
-        except Exception as exc:
-            # A message set aside or failing, or writing back failing (another
-            # process changed an aggregate): each message is tried on its own.
-            self.counters.update(counters)
-            log.debug("batch applied again one message at a time: %s", exc)
-        except BaseException:
-            self.counters.update(counters)
-            raise
-        with self.engine.begin() as conn:
-            batch = Batch()
-            written: list[tuple[int, OutgoingMessage]] = []
-            for delivery, item in zip(deliveries, opened, strict=True):
-                written += self._apply_alone(conn, batch, delivery, item)
-            published = self._write(conn, batch)
-        return batch, written + published
-
-    def _open(self, delivery: Delivery) -> Opened | EnvelopeError:
-        try:
-            opened = open_envelope(delivery.body)
-            check_delivery_fields(delivery.message_id or "", delivery.reply_to or "")
-        except EnvelopeError as exc:
-            return exc
-        return opened
-
-    def _apply_together(
-        self,
-        conn: Connection,
-        batch: Batch,
-        deliveries: list[Delivery],
-        opened: list[Opened | EnvelopeError],
-    ) -> None:
-        accepted: list[tuple[Delivery, Opened, str]] = []
-        in_batch: set[str] = set()
-        for delivery, item in zip(deliveries, opened, strict=True):
-            if isinstance(item, EnvelopeError):
-                self._dead_letter(conn, delivery, "", f"cannot open envelope: {item}")
-                continue
-            message_id = item.message_id or delivery.message_id
-            # A node that must name replays looks for them first (in this batch too);
-            # otherwise the claim below finds the duplicates.
-            replay = self.trust.require_signatures and bool(message_id)
-            seen = replay and (message_id in in_batch or self._seen(conn, message_id))
-            if self._refused(conn, delivery, item, seen):
-                continue
-            in_batch.add(message_id)
-            accepted.append((delivery, item, message_id))
-        fresh = self._claim_ids(conn, [message_id for _, _, message_id in accepted if message_id])
-        todo = []
-        for delivery, item, message_id in accepted:
-            if message_id:
-                if message_id not in fresh:
-                    self.counters["duplicates"] += 1
-                    continue
-                fresh.discard(message_id)  # the same message twice in one batch
-            todo.append((delivery, item, message_id))
-        if len(todo) > 1:
-            incoming = [Incoming(o, d.reply_to, d.routing_key) for d, o, _ in todo]
-            self._new_tx(conn, batch).work.prefetch(incoming)
-        for delivery, item, message_id in todo:
-            try:
-                self._apply(self._new_tx(conn, batch), delivery, item, message_id)
-            except DBAPIError:
-                raise
-            except Exception as exc:
-                raise _NeedsCare(f"{item.type_name}: {type(exc).__name__}: {exc}") from exc
-            self.counters["handled"] += 1
-
-    def _claim_ids(self, conn: Connection, message_ids: list[str]) -> set[str]:
-        """Note these message ids in the inbox; return those not noted before.
-
-        One statement; a replica sharing the database that handles one of them at
-        the same moment makes it wait, then skip the id as noted.
-        """
-        if not message_ids:
-            return set()
-        return self._statements.claim(conn, message_ids, time.time())
-
-    def _apply(self, tx: Tx, delivery: Delivery, opened: Opened, message_id: str) -> None:
-        """Apply one message (traffic, the role's handler); raises what the handler raises."""
-        tx.record("in", opened.type_name, delivery.reply_to, message_id, opened.message)
-        self.role.handle(tx, Incoming(opened, delivery.reply_to, delivery.routing_key))
-        tx.flush()
-
-    def _refused(self, conn: Connection, delivery: Delivery, opened: Opened, seen: bool) -> bool:
-        """Dead-letter a message the trust policy refuses; True when it did."""
-        refusal = self.trust.refusal(
-            opened, time.time(), seen and self.trust.require_signatures, delivery.reply_to
-        )
-        if refusal:
-            # Not remembered in the inbox: a refused message changed nothing.
-            self._dead_letter(conn, delivery, opened.type_name, refusal)
-        return bool(refusal)
-
-    def _apply_alone(
-        self,
-        conn: Connection,
-        batch: Batch,
-        delivery: Delivery,
-        opened: Opened | EnvelopeError,
-    ) -> list[tuple[int, OutgoingMessage]]:
-        """Apply one delivery inside a savepoint of its own, its rows written there
-        too; what fails is set aside. Returns the outbox rows it wrote."""
-        if isinstance(opened, EnvelopeError):
-            self._dead_letter(conn, delivery, "", f"cannot open envelope: {opened}")
-            return []
-        message_id = opened.message_id or delivery.message_id
-        seen = bool(message_id) and self._seen(conn, message_id)
-        if self._refused(conn, delivery, opened, seen):
-            return []
-        if seen:
-            self.counters["duplicates"] += 1
-            log.debug("duplicate %s %s dropped", opened.type_name, message_id)
-            return []
-        savepoint = conn.begin_nested()
-        alone = Batch()
-        try:
-            if message_id:  # raises IntegrityError for a message id handled meanwhile
-                conn.execute(inbox.insert().values(message_id=message_id, received_at=time.time()))
-            self._apply(self._new_tx(conn, alone), delivery, opened, message_id)
-            if alone.work is not None:
-                alone.work.write()
-            ids = self._statements.write(
-                conn, published_ids=[], outgoing=alone.outgoing, traffic=alone.traffic
-            )
-            savepoint.commit()
-        except IntegrityError as exc:
-            savepoint.rollback()
-            if is_outage(exc):
-                raise
-            if message_id and self._seen(conn, message_id):
-                # Handled meanwhile by a replica sharing this database.
-                self.counters["duplicates"] += 1
-                return []
-            self._dead_letter(conn, delivery, opened.type_name, f"integrity error: {exc.orig}")
-            return []
-        except SetAside as exc:
-            savepoint.rollback()
-            self._dead_letter(conn, delivery, opened.type_name, str(exc), message_id)
-            return []
-        except DBAPIError as exc:
-            savepoint.rollback()
-            if is_outage(exc):
-                raise
-            # What the message carries made the database refuse it.
-            reason = f"the database refused it: {type(exc.orig).__name__}: {exc.orig}"
-            self._dead_letter(conn, delivery, opened.type_name, reason, message_id)
-            return []
-        except Exception as exc:
-            savepoint.rollback()
-            log.exception("handler for %s failed", opened.type_name)
-            where = traceback.extract_tb(exc.__traceback__)[-1]
-            reason = f"handler error: {type(exc).__name__}: {exc} ({where.filename}:{where.lineno})"
-            self._dead_letter(conn, delivery, opened.type_name, reason, message_id)
-            return []
-        self.counters["handled"] += 1
-        if alone.work is not None:
-            batch.after_commit.append(alone.work.after_commit)
-        batch.after_commit += alone.after_commit
-        return outbox_rows(ids, alone.outgoing)
-
-    def _seen(self, conn: Connection, message_id: str) -> bool:
-        query = select(inbox.c.message_id).where(inbox.c.message_id == message_id)
-        return conn.execute(query).first() is not None
-
-    def _dead_letter(
-        self,
-        conn: Connection,
-        delivery: Delivery,
-        type_name: str,
-        reason: str,
-        message_id: str = "",
-    ) -> None:
-        """Store a delivery that is set aside. Whatever the delivery holds, this must
-        not fail: every text is cut to its column and cleared of NUL, and the body is
-        kept up to ``MAX_DEAD_LETTER_BODY`` bytes (the reason says when it was cut)."""
-        self.counters["dead_lettered"] += 1
-        log.warning("set aside %s from %r: %s", type_name or "delivery", delivery.reply_to, reason)
-        body = bytes(delivery.body)
-        if len(body) > MAX_DEAD_LETTER_BODY:
-            reason += f" (body cut to {MAX_DEAD_LETTER_BODY} of {len(body)} bytes)"
-            body = body[:MAX_DEAD_LETTER_BODY]
-        now = time.time()
-        conn.execute(
-            dead_letters.insert().values(
-                received_at=now,
-                routing_key=_storable(delivery.routing_key, 255),
-                reply_to=_storable(delivery.reply_to, 255),
-                message_id=_storable(message_id or delivery.message_id, MAX_MESSAGE_ID),
-                type_name=_storable(type_name, 64),
-                reason=_storable(reason, MAX_REASON),
-                body=body,
-            )
-        )
-        if message_id:
-            # Remember it, so a redelivery is a duplicate rather than a second dead letter.
-            conn.execute(inbox.insert().values(message_id=message_id, received_at=now))
 
     # --- publishing -------------------------------------------------------------------
 
@@ -686,11 +465,6 @@ class Node:
                 "timers fire although deliveries still wait (busy for %.0fs)",
                 self.max_timer_deferral,
             )
-
-
-def _storable(text: str | None, limit: int) -> str:
-    """``text`` as a column of ``limit`` characters can hold it, NUL shown as an escape."""
-    return (text or "").replace("\x00", "\\0")[:limit]
 
 
 def _delivery_key(delivery: Delivery) -> str:
