@@ -19,7 +19,7 @@ from sqlalchemy import Engine, func, insert, select
 
 from caroni.core import Incoming
 from caroni.errors import SetAside
-from caroni.node import runtime
+from caroni.node import outbox as outbox_module
 from caroni.node.runtime import Node, Tx
 from caroni.protocol import new_message_id, open_envelope, pb, seal
 from caroni.store.tables import dead_letters, message_log, outbox
@@ -188,13 +188,16 @@ async def test_rows_another_process_left_behind_are_published_while_running(
 ) -> None:
     """A replica sharing the database died after committing, before publishing:
     a running node publishes such stale rows (and leaves fresh ones to their writer)."""
-    monkeypatch.setattr(runtime, "STALE_OUTBOX_INTERVAL", 0.1)
+    monkeypatch.setattr(outbox_module, "STALE_OUTBOX_INTERVAL", 0.1)
     peer = await transport.consume("peer-queue", [PEER])
     await node.start()
     now = time.time()
     stale, fresh = new_message_id(), new_message_id()
     with engine.begin() as conn:
-        for message_id, created_at in ((fresh, now), (stale, now - 2 * runtime.STALE_OUTBOX_AGE)):
+        for message_id, created_at in (
+            (fresh, now),
+            (stale, now - 2 * outbox_module.STALE_OUTBOX_AGE),
+        ):
             body = seal(pb.JobStatusRequest(job_uuid=uuid.uuid4().bytes), message_id=message_id)
             conn.execute(
                 insert(outbox).values(

@@ -29,24 +29,23 @@ import concurrent.futures
 import contextlib
 import hashlib
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine
 
 from caroni.backoff import Backoff
 from caroni.core import NewId, random_ids
 from caroni.node.apply import Applier
 from caroni.node.failures import GiveBacks, is_outage
+from caroni.node.outbox import Publisher
 from caroni.node.role import Role
 from caroni.node.shell_sql import ShellStatements
 from caroni.node.tx import Batch, Tx
 from caroni.protocol import Signer
 from caroni.store.retention import Retention, prune
-from caroni.store.tables import outbox
 from caroni.store.vacuum import VACUUM_INTERVAL, needs_vacuuming, vacuum_busy_tables
 from caroni.transport.base import Consumer, Delivery, OutgoingMessage, Transport
 from caroni.trust import TrustPolicy
@@ -56,12 +55,6 @@ log = logging.getLogger("caroni.node")
 T = TypeVar("T")
 
 BATCH_SIZE = 64
-OUTBOX_CHUNK = 500
-# A process publishes what it committed itself. Rows older than this are left by a
-# process that died before publishing them (a replica sharing the database):
-# any replica publishes them, looking this often.
-STALE_OUTBOX_AGE = 30.0
-STALE_OUTBOX_INTERVAL = 10.0
 MAX_TICK_INTERVAL = 1.0
 # Timers act on silence ("no offer for 2 s", "the agent has said nothing for 30 s").
 # While deliveries wait in the node's own queue it has not heard everything yet:
@@ -126,13 +119,7 @@ class Node:
         self._idle = asyncio.Event()  # set while no delivery waits to be handled
         self._idle.set()
         self.max_timer_deferral = MAX_TIMER_DEFERRAL
-        self._outbox_wakeup = asyncio.Event()
-        # Committed messages waiting to be published, with their outbox row ids; and
-        # ids of rows published since, which the next transaction deletes.
-        self._unpublished: list[tuple[int, OutgoingMessage]] = []
-        self._published_ids: list[int] = []
-        self._published_lock = threading.Lock()
-        self._sweep_before: float | None = None  # publish older rows from the table first
+        self.publisher = Publisher(engine, transport, self.db, self.counters)
         self._backoff = Backoff()  # between tries of deliveries given back
         self._give_backs = GiveBacks()
         self._consumer: Consumer | None = None
@@ -147,12 +134,11 @@ class Node:
         )
         # Publish what a previous run left behind; what is committed from now on is
         # handed over in memory.
-        self._sweep_before = time.time()
-        self._outbox_wakeup.set()
+        self.publisher.sweep_first()
         for coro in (
             self._receive_loop(),
             self._handle_loop(),
-            self._publish_loop(),
+            self.publisher.run(),
             self._tick_loop(),
             self._vacuum_loop(),
         ):
@@ -214,20 +200,16 @@ class Node:
         """End a transaction: write its queued rows, and delete outbox rows published
         since the last write (should this transaction roll back, they are deleted by a
         later one). Nothing may run in the transaction after this."""
-        with self._published_lock:
-            done, self._published_ids = self._published_ids, []
+        done = self.publisher.take_published_ids()
         try:
             return batch.write(conn, self._statements, done)
         except BaseException:
-            with self._published_lock:
-                self._published_ids.extend(done)
+            self.publisher.give_back_published_ids(done)
             raise
 
     def _committed(self, batch: Batch, published: list[tuple[int, OutgoingMessage]]) -> None:
         """After a commit: hand its messages to the publisher, run its callbacks."""
-        if published:
-            self._unpublished.extend(published)
-            self._outbox_wakeup.set()
+        self.publisher.hand_over(published)
         callbacks = list(batch.after_commit)
         if batch.work is not None:
             callbacks.insert(0, batch.work.after_commit)
@@ -331,81 +313,6 @@ class Node:
         self._give_backs.forget(key)
         await delivery.ack()
         return True
-
-    # --- publishing -------------------------------------------------------------------
-
-    async def _publish_loop(self) -> None:
-        """Publish committed messages with broker confirms.
-
-        Normally straight from memory, as each transaction hands them over; the rows
-        are deleted by a later transaction. After a start or a failure, from the
-        outbox table instead (``_sweep``), which holds everything not yet confirmed.
-        """
-        backoff = Backoff(most=10.0)
-        swept_stale_at = time.monotonic()
-        while True:
-            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel
-            # that meets the wakeup, and stop() then waits for this loop forever.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(STALE_OUTBOX_INTERVAL):
-                    await self._outbox_wakeup.wait()
-            self._outbox_wakeup.clear()
-            try:
-                if self._sweep_before is not None:
-                    await self._sweep(older_than=self._sweep_before)
-                    self._sweep_before = None
-                elif time.monotonic() - swept_stale_at >= STALE_OUTBOX_INTERVAL:
-                    await self._sweep(older_than=time.time() - STALE_OUTBOX_AGE)
-                    swept_stale_at = time.monotonic()
-                while self._unpublished:
-                    rows, self._unpublished = self._unpublished, []
-                    await self.transport.publish_many([message for _, message in rows])
-                    self._confirmed([row_id for row_id, _ in rows])
-                backoff.reset()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                # Broker or database trouble: the rows stay in the outbox; try again.
-                pause = backoff.next()
-                log.warning("publishing the outbox failed, retrying in %.1fs: %s", pause, exc)
-                self._sweep_before = time.time()
-                await asyncio.sleep(pause)  # a retry pause, not synchronization
-                self._outbox_wakeup.set()
-
-    async def _sweep(self, older_than: float) -> None:
-        """Publish the rows in the outbox table created before ``older_than``, oldest
-        first."""
-        swept: set[int] = set()
-        after = 0
-        while True:
-            rows = await self.db(self._read_outbox, after, older_than)
-            if not rows:
-                break
-            await self.transport.publish_many(
-                [OutgoingMessage(r.routing_key, r.body, r.reply_to, r.message_id) for r in rows]
-            )
-            ids = [row.id for row in rows]
-            self._confirmed(ids)
-            swept.update(ids)
-            after = max(ids)
-        # What transactions handed over meanwhile was either swept just now or is
-        # still to publish.
-        self._unpublished = [row for row in self._unpublished if row[0] not in swept]
-
-    def _confirmed(self, ids: list[int]) -> None:
-        with self._published_lock:
-            self._published_ids.extend(ids)
-        self.counters["published"] += len(ids)
-
-    def _read_outbox(self, after: int, older_than: float) -> list[Any]:
-        query = (
-            select(outbox)
-            .where(outbox.c.id > after, outbox.c.created_at < older_than)
-            .order_by(outbox.c.id)
-            .limit(OUTBOX_CHUNK)
-        )
-        with self.engine.connect() as conn:
-            return list(conn.execute(query).all())
 
     # --- timers ---------------------------------------------------------------------
 
