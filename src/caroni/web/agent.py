@@ -18,8 +18,9 @@ from fastapi.responses import PlainTextResponse, RedirectResponse, Response
 from caroni.agent.jobtypes import JobTypeSpec, job_type_from_dict
 from caroni.agent.model import JobStatus
 from caroni.errors import JobTypeError
+from caroni.store.traffic import messages_about
 from caroni.web import queries
-from caroni.web.diagrams import render_sequence
+from caroni.web.diagrams import MAX_MESSAGES, render_sequence
 from caroni.web.params import Filter, Name, Offset, Search
 from caroni.web.site import Site, SiteInfo, new_app
 from caroni.web.values import job_value
@@ -90,7 +91,7 @@ def create_agent_app(agent: AgentNode) -> FastAPI:
         job = await site.read(queries.load_job, key)
         if job is None:
             raise HTTPException(404, f"no job {key} on this agent")
-        messages, total = await site.read(queries.messages_about, [job.request_uuid, key])
+        messages, total = await site.read(messages_about, [job.request_uuid, key], MAX_MESSAGES)
         return site.render(
             request,
             "agent/_job.html" if fragment else "agent/job.html",

@@ -16,10 +16,17 @@ from fastapi.responses import PlainTextResponse, RedirectResponse, Response
 
 from caroni.errors import RefusedError, TemplateError
 from caroni.manager.model import WorkflowState
+from caroni.store.traffic import messages_about
 from caroni.web import queries
 from caroni.web.actions import cancel_workflow, check_template, start_workflow, workflow_id_of
 from caroni.web.api import api_router
-from caroni.web.diagrams import render_dag, render_sequence, template_dag, workflow_dag
+from caroni.web.diagrams import (
+    MAX_MESSAGES,
+    render_dag,
+    render_sequence,
+    template_dag,
+    workflow_dag,
+)
 from caroni.web.params import Filter, Name, Offset, Search
 from caroni.web.site import Site, SiteInfo, new_app
 from caroni.web.values import workflow_value
@@ -133,7 +140,7 @@ def create_manager_app(manager: ManagerNode) -> FastAPI:
         if fragment and since == stamp:
             return Response(status_code=204)
         workflow = await site.read(queries.load_workflow, wid)
-        messages, total = await site.read(queries.messages_about, [wid])
+        messages, total = await site.read(messages_about, [wid], MAX_MESSAGES)
         if workflow is None:
             raise HTTPException(404, f"no workflow {wid} on this manager")
         agents = {

@@ -22,11 +22,10 @@ from caroni.agent.jobtypes import JobTypeSpec, job_type_from_dict
 from caroni.agent.model import AgentJob
 from caroni.manager.model import Workflow
 from caroni.manager.templates import Template
-from caroni.store.tables import job_types, jobs, message_log, templates, workflows
-from caroni.web.diagrams import LoggedMessage
+from caroni.store.tables import job_types, jobs, templates, workflows
+from caroni.store.traffic import last_message_id
 
 PAGE_SIZE = 50
-MAX_MESSAGES = 400  # a sequence diagram beyond this is unreadable anyway
 
 
 def _stamp(*parts: Any) -> str:
@@ -107,10 +106,7 @@ def workflow_stamp(conn: Connection, workflow_id: str) -> str | None:
     ).scalar_one_or_none()
     if version is None:
         return None
-    last_message = conn.execute(
-        select(func.max(message_log.c.id)).where(message_log.c.subject == workflow_id)
-    ).scalar_one_or_none()
-    return _stamp(version, last_message)
+    return _stamp(version, last_message_id(conn, workflow_id))
 
 
 def load_workflow(conn: Connection, workflow_id: str) -> Workflow | None:
@@ -118,27 +114,6 @@ def load_workflow(conn: Connection, workflow_id: str) -> Workflow | None:
         select(workflows.c.doc).where(workflows.c.id == workflow_id)
     ).scalar_one_or_none()
     return None if doc is None else Workflow.model_validate_json(doc)
-
-
-def messages_about(
-    conn: Connection, subjects: list[str], limit: int = MAX_MESSAGES
-) -> tuple[list[LoggedMessage], int]:
-    """The first ``limit`` logged messages about these subjects, and how many there are."""
-    where = message_log.c.subject.in_(subjects)
-    total = conn.execute(select(func.count()).select_from(message_log).where(where)).scalar_one()
-    query = (
-        select(
-            message_log.c.at,
-            message_log.c.direction,
-            message_log.c.type_name,
-            message_log.c.peer,
-            message_log.c.summary,
-        )
-        .where(where)
-        .order_by(message_log.c.id)
-        .limit(limit)
-    )
-    return [LoggedMessage(*row) for row in conn.execute(query).all()], total
 
 
 # --- manager: templates ---------------------------------------------------------------------
