@@ -18,6 +18,7 @@ from fastapi.responses import PlainTextResponse, RedirectResponse, Response
 from caroni.agent.jobtypes import JobTypeSpec, job_type_from_dict
 from caroni.agent.model import JobStatus
 from caroni.errors import JobTypeError
+from caroni.store.listing import PAGE_SIZE
 from caroni.store.traffic import messages_about
 from caroni.web import queries
 from caroni.web.diagrams import MAX_MESSAGES, render_sequence
@@ -71,7 +72,7 @@ def create_agent_app(agent: AgentNode) -> FastAPI:
             since=since,
             title="Jobs",
             status=status,
-            page_size=queries.PAGE_SIZE,
+            page_size=PAGE_SIZE,
             statuses=[str(s) for s in JobStatus],
         )
 

@@ -11,142 +11,15 @@ when nothing happened.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import Connection, func, or_, select
 
 from caroni.agent.jobtypes import JobTypeSpec, job_type_from_dict
 from caroni.agent.model import AgentJob
-from caroni.manager.model import Workflow
-from caroni.manager.templates import Template
-from caroni.store.tables import job_types, jobs, templates, workflows
-from caroni.store.traffic import last_message_id
-
-PAGE_SIZE = 50
-
-
-def _stamp(*parts: Any) -> str:
-    text = json.dumps(parts, separators=(",", ":"), default=str)
-    return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()[:16]
-
-
-# --- manager: workflows ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class WorkflowRow:
-    id: str
-    name: str
-    template_name: str
-    state: str
-    reason: str
-    created_at: float
-    updated_at: float
-    version: int
-
-
-@dataclass(frozen=True, slots=True)
-class WorkflowList:
-    rows: list[WorkflowRow]
-    matching: int  # rows matching the filter (the page shows at most PAGE_SIZE)
-    counts: dict[str, int]  # every workflow, by state
-    stamp: str
-
-
-def list_workflows(
-    conn: Connection, state: str = "", search: str = "", offset: int = 0
-) -> WorkflowList:
-    conditions = []
-    if state:
-        conditions.append(workflows.c.state == state)
-    if search:
-        conditions.append(
-            or_(
-                workflows.c.id.istartswith(search.lower().replace("-", ""), autoescape=True),
-                workflows.c.name.icontains(search, autoescape=True),
-                workflows.c.template_name.icontains(search, autoescape=True),
-            )
-        )
-    query = (
-        select(
-            workflows.c.id,
-            workflows.c.name,
-            workflows.c.template_name,
-            workflows.c.state,
-            workflows.c.reason,
-            workflows.c.created_at,
-            workflows.c.updated_at,
-            workflows.c.version,
-        )
-        .where(*conditions)
-        .order_by(workflows.c.created_at.desc(), workflows.c.id)
-        .limit(PAGE_SIZE)
-        .offset(offset)
-    )
-    rows = [WorkflowRow(*row) for row in conn.execute(query).all()]
-    matching = conn.execute(
-        select(func.count()).select_from(workflows).where(*conditions)
-    ).scalar_one()
-    counts = {
-        state_name: count
-        for state_name, count in conn.execute(
-            select(workflows.c.state, func.count()).group_by(workflows.c.state)
-        ).all()
-    }
-    stamp = _stamp([(r.id, r.version) for r in rows], matching, sorted(counts.items()))
-    return WorkflowList(rows, matching, counts, stamp)
-
-
-def workflow_stamp(conn: Connection, workflow_id: str) -> str | None:
-    version = conn.execute(
-        select(workflows.c.version).where(workflows.c.id == workflow_id)
-    ).scalar_one_or_none()
-    if version is None:
-        return None
-    return _stamp(version, last_message_id(conn, workflow_id))
-
-
-def load_workflow(conn: Connection, workflow_id: str) -> Workflow | None:
-    doc = conn.execute(
-        select(workflows.c.doc).where(workflows.c.id == workflow_id)
-    ).scalar_one_or_none()
-    return None if doc is None else Workflow.model_validate_json(doc)
-
-
-# --- manager: templates ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class TemplateRow:
-    name: str
-    version: int
-    updated_at: float
-    template: Template
-
-
-def list_templates(conn: Connection) -> list[TemplateRow]:
-    query = select(
-        templates.c.name, templates.c.version, templates.c.updated_at, templates.c.parsed
-    ).order_by(templates.c.name)
-    return [
-        TemplateRow(row.name, row.version, row.updated_at, Template.from_json(row.parsed))
-        for row in conn.execute(query).all()
-    ]
-
-
-def get_template(conn: Connection, name: str) -> TemplateRow | None:
-    row = conn.execute(
-        select(
-            templates.c.name, templates.c.version, templates.c.updated_at, templates.c.parsed
-        ).where(templates.c.name == name)
-    ).first()
-    if row is None:
-        return None
-    return TemplateRow(row.name, row.version, row.updated_at, Template.from_json(row.parsed))
-
+from caroni.store.listing import PAGE_SIZE, stamp
+from caroni.store.tables import job_types, jobs
 
 # --- agent: jobs -------------------------------------------------------------------------------
 
@@ -204,12 +77,12 @@ def list_jobs(conn: Connection, status: str = "", search: str = "", offset: int 
         for name, count in conn.execute(select(jobs.c.status, func.count()).group_by(jobs.c.status))
     }
     # The version column is not bumped by every save, so updated_at joins the stamp.
-    stamp = _stamp(
+    listed = stamp(
         [(r.job_uuid, r.version, r.updated_at, r.status) for r in rows],
         matching,
         sorted(counts.items()),
     )
-    return JobList(rows, matching, counts, stamp)
+    return JobList(rows, matching, counts, listed)
 
 
 def load_job(conn: Connection, job_uuid: str) -> AgentJob | None:
@@ -221,7 +94,7 @@ def job_stamp(conn: Connection, job_uuid: str) -> str | None:
     doc = conn.execute(select(jobs.c.doc).where(jobs.c.job_uuid == job_uuid)).scalar_one_or_none()
     if doc is None:
         return None
-    return _stamp(doc)
+    return stamp(doc)
 
 
 # --- agent: job types ----------------------------------------------------------------------
