@@ -9,8 +9,8 @@ from caroni.demo import demo_template_paths
 from caroni.manager.model import Attempt, Step, StepState, Workflow
 from caroni.manager.templates import load_template_file
 from caroni.protocol import FULFILLMENT_KEY
+from caroni.store.traffic import LoggedMessage
 from caroni.web.diagrams import (
-    LoggedMessage,
     assign_layers,
     message_detail,
     render_dag,

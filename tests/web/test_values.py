@@ -106,11 +106,10 @@ async def test_a_multi_megabyte_output_is_clipped_on_pages_and_whole_behind_its_
 
 async def _steps(cluster: LocalCluster, workflow_id: str) -> list[dict[str, str]]:
     """Each step's name and the job of its last attempt, from the manager's store."""
-    from caroni.web import queries
 
     def read() -> list[dict[str, str]]:
         with cluster.manager.engine.connect() as conn:
-            loaded = queries.load_workflow(conn, workflow_id)
+            loaded = cluster.manager.role.store.read(conn, workflow_id)
         assert loaded is not None
         return [
             {"name": step.name, "job_uuid": step.attempts[-1].job_uuid or ""}

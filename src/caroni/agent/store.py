@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
@@ -49,6 +50,15 @@ _NEXT_READY = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class JobTypeRow:
+    """A job type as its pages show it: when it last changed, how many jobs it has."""
+
+    spec: JobTypeSpec
+    updated_at: float
+    jobs: int
+
+
 class AgentStore:
     # --- job types ----------------------------------------------------------------------
 
@@ -59,8 +69,31 @@ class AgentStore:
 
     def job_types(self, conn: Connection) -> dict[str, JobTypeSpec]:
         rows = conn.execute(select(job_types.c.spec).order_by(job_types.c.name)).scalars()
-        specs = [job_type_from_dict(json.loads(text)) for text in rows]
+        specs = [_spec(text) for text in rows]
         return {spec.name: spec for spec in specs}
+
+    def job_type_rows(self, conn: Connection) -> list[JobTypeRow]:
+        """Every job type, by name, with its number of jobs."""
+        per_type: dict[str, int] = dict(
+            conn.execute(select(jobs.c.job_type, func.count()).group_by(jobs.c.job_type)).all()
+        )
+        query = select(job_types.c.spec, job_types.c.updated_at).order_by(job_types.c.name)
+        rows = []
+        for text, updated_at in conn.execute(query).all():
+            spec = _spec(text)
+            rows.append(JobTypeRow(spec, updated_at, per_type.get(spec.name, 0)))
+        return rows
+
+    def job_type_row(self, conn: Connection, name: str) -> JobTypeRow | None:
+        row = conn.execute(
+            select(job_types.c.spec, job_types.c.updated_at).where(job_types.c.name == name)
+        ).first()
+        if row is None:
+            return None
+        count = conn.execute(
+            select(func.count()).select_from(jobs).where(jobs.c.job_type == name)
+        ).scalar_one()
+        return JobTypeRow(_spec(row.spec), row.updated_at, count)
 
     # --- offers -------------------------------------------------------------------------
 
@@ -178,3 +211,7 @@ class AgentStore:
     def job_uuids_with_status(self, conn: Connection, status: JobStatus) -> list[str]:
         query = select(jobs.c.job_uuid).where(jobs.c.status == str(status))
         return list(conn.execute(query).scalars())
+
+
+def _spec(text: str) -> JobTypeSpec:
+    return job_type_from_dict(json.loads(text))

@@ -53,9 +53,24 @@ _COUNT_RUNNING = select(func.count()).where(
 # than it runs at once by default, so that the running ones stay parsed.
 PARSED_CACHE_SIZE = 1024
 
+# Templates as the pages and the API list them.
+_TEMPLATE_ROWS = select(
+    templates.c.name, templates.c.version, templates.c.updated_at, templates.c.parsed
+)
+
 
 class ConcurrentUpdate(CaroniError):
     """Another process changed the workflow between our read and our write."""
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateRow:
+    """A stored template with its version and when it last changed (for pages)."""
+
+    name: str
+    version: int
+    updated_at: float
+    template: Template
 
 
 @dataclass
@@ -94,6 +109,14 @@ class WorkflowStore:
     def load_by_keys(self, conn: Connection, keys: Collection[str]) -> list[Loaded]:
         """The workflows that these request, offer or job uuids (hex) belong to."""
         return self._read(conn, _LOAD_BY_KEYS, {"keys": list(keys)})
+
+    def read(self, conn: Connection, workflow_id: str) -> Workflow | None:
+        """A workflow as stored, to look at only: no lock is taken and the parsed
+        copies the message path keeps are left alone (pages read here)."""
+        doc = conn.execute(
+            select(workflows.c.doc).where(workflows.c.id == workflow_id)
+        ).scalar_one_or_none()
+        return None if doc is None else Workflow.model_validate_json(doc)
 
     def _read(
         self, conn: Connection, query: Select[Any], params: dict[str, Any] | None = None
@@ -255,5 +278,15 @@ class WorkflowStore:
         self._template_cache[name] = (version, template)
         return template
 
-    def template_names(self, conn: Connection) -> list[str]:
-        return list(conn.execute(select(templates.c.name).order_by(templates.c.name)).scalars())
+    def templates(self, conn: Connection) -> list[TemplateRow]:
+        """Every template, by name."""
+        query = _TEMPLATE_ROWS.order_by(templates.c.name)
+        return [self._template_row(row) for row in conn.execute(query).all()]
+
+    def template_row(self, conn: Connection, name: str) -> TemplateRow | None:
+        row = conn.execute(_TEMPLATE_ROWS.where(templates.c.name == name)).first()
+        return None if row is None else self._template_row(row)
+
+    @staticmethod
+    def _template_row(row: Any) -> TemplateRow:
+        return TemplateRow(row.name, row.version, row.updated_at, Template.from_json(row.parsed))

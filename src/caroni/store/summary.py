@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, func, select
 
-from caroni.store.tables import dead_letters, jobs, node_identity, outbox, workflows
+from caroni.store.tables import jobs, node_identity, outbox, workflows
+from caroni.store.traffic import count_dead_letters, recent_dead_letters
 
 
 @dataclass
@@ -26,21 +27,11 @@ def summarize(conn: Connection, recent: int = 10) -> NodeSummary:
         rows = conn.execute(select(column, func.count()).group_by(column)).all()
         return {str(key): int(count) for key, count in rows}
 
-    latest = conn.execute(
-        select(
-            dead_letters.c.received_at,
-            dead_letters.c.type_name,
-            dead_letters.c.reply_to,
-            dead_letters.c.reason,
-        )
-        .order_by(dead_letters.c.id.desc())
-        .limit(recent)
-    ).all()
     return NodeSummary(
         roles={r.role: r.node_uuid for r in conn.execute(select(node_identity)).all()},
         workflows=counts(workflows.c.state),
         jobs=counts(jobs.c.status),
         outbox_backlog=conn.execute(select(func.count()).select_from(outbox)).scalar_one(),
-        dead_letters=conn.execute(select(func.count()).select_from(dead_letters)).scalar_one(),
-        recent_dead_letters=[tuple(row) for row in latest],  # type: ignore[misc]
+        dead_letters=count_dead_letters(conn),
+        recent_dead_letters=recent_dead_letters(conn, recent),
     )

@@ -16,10 +16,13 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import PlainTextResponse, RedirectResponse, Response
 
 from caroni.agent.jobtypes import JobTypeSpec, job_type_from_dict
+from caroni.agent.listing import job_stamp, list_jobs
 from caroni.agent.model import JobStatus
+from caroni.agent.store import JobTypeRow
 from caroni.errors import JobTypeError
-from caroni.web import queries
-from caroni.web.diagrams import render_sequence
+from caroni.store.listing import PAGE_SIZE
+from caroni.store.traffic import messages_about
+from caroni.web.diagrams import MAX_MESSAGES, render_sequence
 from caroni.web.params import Filter, Name, Offset, Search
 from caroni.web.site import Site, SiteInfo, new_app
 from caroni.web.values import job_value
@@ -44,6 +47,7 @@ _JOB_UUID = re.compile(r"[0-9a-f]{32}")
 def create_agent_app(agent: AgentNode) -> FastAPI:
     name = agent.role.policy.site_identifier or "agent"
     site = Site(SiteInfo(role="agent", name=name, key=agent.key), agent.node, agent.engine, NAV)
+    store = agent.role.store
     app = new_app(site, api=False)
 
     @app.get("/", include_in_schema=False)
@@ -62,7 +66,7 @@ def create_agent_app(agent: AgentNode) -> FastAPI:
         return await site.live_list(
             request,
             "agent/jobs.html",
-            queries.list_jobs,
+            list_jobs,
             status,
             q,
             offset,
@@ -70,7 +74,7 @@ def create_agent_app(agent: AgentNode) -> FastAPI:
             since=since,
             title="Jobs",
             status=status,
-            page_size=queries.PAGE_SIZE,
+            page_size=PAGE_SIZE,
             statuses=[str(s) for s in JobStatus],
         )
 
@@ -82,15 +86,15 @@ def create_agent_app(agent: AgentNode) -> FastAPI:
         key = job_uuid.strip().lower().replace("-", "")
         if not _JOB_UUID.fullmatch(key):
             raise HTTPException(404, f"{job_uuid!r} is not a job id")
-        stamp = await site.read(queries.job_stamp, key)
+        stamp = await site.read(job_stamp, key)
         if stamp is None:
             raise HTTPException(404, f"no job {key} on this agent")
         if fragment and since == stamp:
             return Response(status_code=204)
-        job = await site.read(queries.load_job, key)
+        job = await site.read(store.job, key)
         if job is None:
             raise HTTPException(404, f"no job {key} on this agent")
-        messages, total = await site.read(queries.messages_about, [job.request_uuid, key])
+        messages, total = await site.read(messages_about, [job.request_uuid, key], MAX_MESSAGES)
         return site.render(
             request,
             "agent/_job.html" if fragment else "agent/job.html",
@@ -113,7 +117,7 @@ def create_agent_app(agent: AgentNode) -> FastAPI:
         """The whole of a value the job's page clips."""
         await site.session(request)
         key = job_uuid.strip().lower().replace("-", "")
-        job = await site.read(queries.load_job, key) if _JOB_UUID.fullmatch(key) else None
+        job = await site.read(store.job, key) if _JOB_UUID.fullmatch(key) else None
         if job is None:
             raise HTTPException(404, f"no job {job_uuid!r} on this agent")
         value = job_value(job, field)
@@ -124,7 +128,7 @@ def create_agent_app(agent: AgentNode) -> FastAPI:
     @app.get("/job-types", include_in_schema=False)
     async def job_types_page(request: Request) -> Response:
         session = await site.session(request)
-        rows = await site.read(queries.list_job_types)
+        rows = await site.read(store.job_type_rows)
         return site.render(
             request, "agent/job_types.html", session=session, title="Job types", rows=rows
         )
@@ -140,7 +144,7 @@ def create_agent_app(agent: AgentNode) -> FastAPI:
         form = await site.form(request, session)
         fields = {key: str(form.get(key, "")) for key in _blank_fields()}
         spec, errors = _parse_job_type(fields)
-        if spec is not None and await site.read(queries.get_job_type, spec.name) is not None:
+        if spec is not None and await site.read(store.job_type_row, spec.name) is not None:
             errors["name"] = f"A job type named {spec.name!r} exists already; edit it instead."
         if spec is None or errors:
             return _job_type_form(site, request, session, None, fields, errors)
@@ -152,7 +156,7 @@ def create_agent_app(agent: AgentNode) -> FastAPI:
     @app.get("/job-types/{job_type}", include_in_schema=False)
     async def job_type_page(request: Request, job_type: Name) -> Response:
         session = await site.session(request)
-        row = await site.read(queries.get_job_type, job_type)
+        row = await site.read(store.job_type_row, job_type)
         if row is None:
             raise HTTPException(404, f"no job type {job_type!r} on this agent")
         return _job_type_form(
@@ -169,7 +173,7 @@ def create_agent_app(agent: AgentNode) -> FastAPI:
     async def edit_job_type(request: Request, job_type: Name) -> Response:
         session = await site.session(request)
         form = await site.form(request, session)
-        row = await site.read(queries.get_job_type, job_type)
+        row = await site.read(store.job_type_row, job_type)
         if row is None:
             raise HTTPException(404, f"no job type {job_type!r} on this agent")
         fields = {key: str(form.get(key, "")) for key in _blank_fields()}
@@ -245,7 +249,7 @@ def _job_type_form(
     site: Site,
     request: Request,
     session: Any,
-    row: queries.JobTypeRow | None,
+    row: JobTypeRow | None,
     fields: dict[str, str],
     errors: dict[str, str],
     notice: str = "",

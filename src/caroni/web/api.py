@@ -11,8 +11,8 @@ from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, Field
 
 from caroni.errors import RefusedError
+from caroni.manager import listing
 from caroni.manager.model import Workflow, WorkflowState
-from caroni.web import queries
 from caroni.web.actions import cancel_workflow, start_workflow, workflow_id_of
 from caroni.web.params import Offset, Search, Text
 from caroni.web.site import Site, bearer
@@ -120,6 +120,7 @@ def api_router(site: Site, manager: ManagerNode) -> APIRouter:
     ) -> str:
         return await site.api_user(credentials)
 
+    store = manager.role.store
     router = APIRouter(
         prefix="/api/v1",
         dependencies=[Depends(user)],
@@ -129,7 +130,7 @@ def api_router(site: Site, manager: ManagerNode) -> APIRouter:
     @router.get("/templates", tags=["templates"])
     async def list_templates() -> list[TemplateOut]:
         """Every template this manager can start workflows from."""
-        rows = await site.read(queries.list_templates)
+        rows = await site.read(store.templates)
         return [
             TemplateOut(
                 name=row.name,
@@ -156,7 +157,7 @@ def api_router(site: Site, manager: ManagerNode) -> APIRouter:
         offset: Offset = 0,
     ) -> list[WorkflowSummary]:
         """Workflows, newest first, 50 at a time."""
-        listing = await site.read(queries.list_workflows, str(state or ""), q, offset)
+        found = await site.read(listing.list_workflows, str(state or ""), q, offset)
         return [
             WorkflowSummary(
                 id=row.id,
@@ -167,7 +168,7 @@ def api_router(site: Site, manager: ManagerNode) -> APIRouter:
                 created_at=row.created_at,
                 updated_at=row.updated_at,
             )
-            for row in listing.rows
+            for row in found.rows
         ]
 
     @router.post(
@@ -199,7 +200,7 @@ def api_router(site: Site, manager: ManagerNode) -> APIRouter:
     async def get(workflow_id: str) -> WorkflowOut:
         """A workflow's state, steps and (once known) outputs."""
         wid = workflow_id_of(workflow_id)
-        workflow = await site.read(queries.load_workflow, wid)
+        workflow = await site.read(store.read, wid)
         if workflow is None:
             raise HTTPException(404, f"no workflow {wid}")
         return workflow_out(workflow)

@@ -16,6 +16,7 @@ from typing import Any
 from caroni.manager.model import Workflow
 from caroni.manager.templates import Template
 from caroni.protocol import FULFILLMENT_KEY
+from caroni.store.traffic import LoggedMessage
 from caroni.web.states import colors
 from caroni.web.values import clip_plain
 
@@ -310,16 +311,7 @@ def _dag_node(node: DagNode, box: tuple[float, float, float, float]) -> str:
 
 # ============================================================================ sequence
 
-
-@dataclass(frozen=True)
-class LoggedMessage:
-    """One row of a node's ``message_log``."""
-
-    at: float
-    direction: str  # "in" or "out"
-    type_name: str
-    peer: str  # sender's key (in) or routing key (out)
-    summary: str = ""  # the message as JSON (protobuf's JSON mapping)
+MAX_MESSAGES = 400  # messages a sequence diagram shows: beyond this it is unreadable anyway
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """The manager's site: templates, workflows (live), the start form, cancel; and its API.
 
-Reads come from :mod:`caroni.web.queries`; changes go through the manager's own
+Reads come from the manager's store (:mod:`caroni.manager.store`, with the paged
+list in :mod:`caroni.manager.listing`) and the traffic log; changes go through the manager's own
 methods in one node transaction each (``Node.transact``), so a workflow started
 here is stored and its requests are in the outbox in the same commit, exactly
 as when a ``WorkFlowCreate`` message arrives.
@@ -15,11 +16,20 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import PlainTextResponse, RedirectResponse, Response
 
 from caroni.errors import RefusedError, TemplateError
+from caroni.manager.listing import list_workflows, workflow_stamp
 from caroni.manager.model import WorkflowState
-from caroni.web import queries
+from caroni.manager.store import TemplateRow, WorkflowStore
+from caroni.store.listing import PAGE_SIZE
+from caroni.store.traffic import messages_about
 from caroni.web.actions import cancel_workflow, check_template, start_workflow, workflow_id_of
 from caroni.web.api import api_router
-from caroni.web.diagrams import render_dag, render_sequence, template_dag, workflow_dag
+from caroni.web.diagrams import (
+    MAX_MESSAGES,
+    render_dag,
+    render_sequence,
+    template_dag,
+    workflow_dag,
+)
 from caroni.web.params import Filter, Name, Offset, Search
 from caroni.web.site import Site, SiteInfo, new_app
 from caroni.web.values import workflow_value
@@ -48,6 +58,7 @@ NOTICES = {
 def create_manager_app(manager: ManagerNode) -> FastAPI:
     info = SiteInfo(role="manager", name=manager.name, key=manager.key)
     site = Site(info, manager.node, manager.engine, NAV)
+    store = manager.role.store
     app = new_app(site, api=True)
     app.include_router(api_router(site, manager))
 
@@ -69,7 +80,7 @@ def create_manager_app(manager: ManagerNode) -> FastAPI:
         return await site.live_list(
             request,
             "manager/workflows.html",
-            queries.list_workflows,
+            list_workflows,
             state,
             q,
             offset,
@@ -77,7 +88,7 @@ def create_manager_app(manager: ManagerNode) -> FastAPI:
             since=since,
             title="Workflows",
             state=state,
-            page_size=queries.PAGE_SIZE,
+            page_size=PAGE_SIZE,
             states=[str(s) for s in WorkflowState],
             notice=NOTICES.get(request.query_params.get("notice", ""), ""),
         )
@@ -85,7 +96,7 @@ def create_manager_app(manager: ManagerNode) -> FastAPI:
     @app.get("/workflows/new", include_in_schema=False)
     async def start_form(request: Request, template: str = "") -> Response:
         session = await site.session(request)
-        return await _start_form(site, request, session, template, {}, "", 0, {})
+        return await _start_form(site, store, request, session, template, {}, "", 0, {})
 
     @app.post("/workflows/new", include_in_schema=False)
     async def start(request: Request) -> Response:
@@ -118,7 +129,7 @@ def create_manager_app(manager: ManagerNode) -> FastAPI:
             else:
                 return RedirectResponse(f"/workflows/{workflow.id}", status_code=303)
         return await _start_form(
-            site, request, session, template_name, inputs, name, max_attempts, errors
+            site, store, request, session, template_name, inputs, name, max_attempts, errors
         )
 
     @app.get("/workflows/{workflow_id}", include_in_schema=False)
@@ -127,13 +138,13 @@ def create_manager_app(manager: ManagerNode) -> FastAPI:
     ) -> Response:
         session = await site.session(request)
         wid = workflow_id_of(workflow_id)
-        stamp = await site.read(queries.workflow_stamp, wid)
+        stamp = await site.read(workflow_stamp, wid)
         if stamp is None:
             raise HTTPException(404, f"no workflow {wid} on this manager")
         if fragment and since == stamp:
             return Response(status_code=204)
-        workflow = await site.read(queries.load_workflow, wid)
-        messages, total = await site.read(queries.messages_about, [wid])
+        workflow = await site.read(store.read, wid)
+        messages, total = await site.read(messages_about, [wid], MAX_MESSAGES)
         if workflow is None:
             raise HTTPException(404, f"no workflow {wid} on this manager")
         agents = {
@@ -168,7 +179,7 @@ def create_manager_app(manager: ManagerNode) -> FastAPI:
         """The whole of a value the workflow's page clips."""
         await site.session(request)
         wid = workflow_id_of(workflow_id)
-        workflow = await site.read(queries.load_workflow, wid)
+        workflow = await site.read(store.read, wid)
         if workflow is None:
             raise HTTPException(404, f"no workflow {wid} on this manager")
         value = workflow_value(workflow, field)
@@ -181,7 +192,7 @@ def create_manager_app(manager: ManagerNode) -> FastAPI:
         session = await site.session(request)
         form = await site.form(request, session)
         wid = workflow_id_of(workflow_id)
-        before = await site.read(queries.load_workflow, wid)
+        before = await site.read(store.read, wid)
         if before is None:
             raise HTTPException(404, f"no workflow {wid} on this manager")
         reason = str(form.get("reason", "")).strip() or f"cancelled by {session.username}"
@@ -194,7 +205,7 @@ def create_manager_app(manager: ManagerNode) -> FastAPI:
     @app.get("/templates", include_in_schema=False)
     async def templates_page(request: Request) -> Response:
         session = await site.session(request)
-        rows = await site.read(queries.list_templates)
+        rows = await site.read(store.templates)
         return site.render(
             request,
             "manager/templates.html",
@@ -216,7 +227,7 @@ def create_manager_app(manager: ManagerNode) -> FastAPI:
         name = str(form.get("name", ""))
         text = str(form.get("text", ""))
         errors: dict[str, list[str]] = {}
-        if await site.read(queries.get_template, name) is not None:
+        if await site.read(store.template_row, name) is not None:
             errors["name"] = [f"A template named {name!r} exists already; edit it instead."]
         else:
             errors = await _save_template(manager, name, text)
@@ -227,7 +238,7 @@ def create_manager_app(manager: ManagerNode) -> FastAPI:
     @app.get("/templates/{name:path}", include_in_schema=False)
     async def template_page(request: Request, name: Name) -> Response:
         session = await site.session(request)
-        row = await site.read(queries.get_template, name)
+        row = await site.read(store.template_row, name)
         if row is None:
             raise HTTPException(404, f"no template {name!r} on this manager")
         return _template_form(
@@ -245,7 +256,7 @@ def create_manager_app(manager: ManagerNode) -> FastAPI:
     async def edit_template(request: Request, name: Name) -> Response:
         session = await site.session(request)
         form = await site.form(request, session)
-        row = await site.read(queries.get_template, name)
+        row = await site.read(store.template_row, name)
         if row is None:
             raise HTTPException(404, f"no template {name!r} on this manager")
         text = str(form.get("text", ""))
@@ -279,7 +290,7 @@ def _template_form(
     site: Site,
     request: Request,
     session: Any,
-    row: queries.TemplateRow | None,
+    row: TemplateRow | None,
     name: str,
     text: str,
     errors: dict[str, list[str]],
@@ -305,6 +316,7 @@ def _template_form(
 
 async def _start_form(
     site: Site,
+    store: WorkflowStore,
     request: Request,
     session: Any,
     template_name: str,
@@ -313,7 +325,7 @@ async def _start_form(
     max_attempts: int,
     errors: dict[str, str],
 ) -> Response:
-    rows = await site.read(queries.list_templates)
+    rows = await site.read(store.templates)
     chosen = next((r for r in rows if r.name == template_name), None)
     if chosen is None and len(rows) == 1:
         chosen = rows[0]
