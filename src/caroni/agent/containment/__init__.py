@@ -20,6 +20,7 @@ machine: when the machine goes down, so do the processes (the boot id says so).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -79,6 +80,10 @@ class Containments:
                 "in its own cgroup here"
             )
         self.cgroup_parent = parent
+        # Agents of one machine (tests, several sites) share the parent cgroup: the
+        # work root tells their jobs' cgroups apart, whatever their job ids.
+        resolved = str(self.work_root.resolve()).encode()
+        self._root_tag = hashlib.sha256(resolved).hexdigest()[:12]
         self.mechanism = Mechanism.CGROUP if parent is not None else Mechanism.SESSION
 
     def adopt_orphans(self) -> bool:
@@ -93,7 +98,7 @@ class Containments:
         """A containment for a body about to start; its record is written already."""
         cgroup = ""
         if self.cgroup_parent is not None:
-            path = self.cgroup_parent / f"caroni-job-{self._name(job_id)}"
+            path = self.cgroup_parent / f"caroni-job-{self._root_tag}-{self._name(job_id)}"
             path.mkdir(exist_ok=True)
             cgroup = str(path)
         record = _Record(job_id, str(self.mechanism), boot_id(), str(workdir), cgroup)
