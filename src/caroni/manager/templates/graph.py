@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 from collections.abc import Mapping, Sequence
+from graphlib import CycleError, TopologicalSorter
 
 
 def step_order(
@@ -13,26 +15,28 @@ def step_order(
 
     The order holds every step exactly when there are no cycles.
     """
+    sorter = TopologicalSorter({n: upstream[n] for n in names})
+    with contextlib.suppress(CycleError):  # it names one cycle; the steps left out show all
+        sorter.prepare()
+    # Release one step at a time, the earliest ready one first, for document order.
     position = {n: i for i, n in enumerate(names)}
-    downstream: dict[str, list[str]] = {n: [] for n in names}
-    waiting = {n: len(upstream[n]) for n in names}
-    for name in names:
-        for up in upstream[name]:
-            downstream[up].append(name)
-    ready = [position[n] for n in names if waiting[n] == 0]
+    ready = [position[n] for n in sorter.get_ready()]
     heapq.heapify(ready)
     order: list[str] = []
     while ready:
         name = names[heapq.heappop(ready)]
         order.append(name)
-        for down in downstream[name]:
-            waiting[down] -= 1
-            if waiting[down] == 0:
-                heapq.heappush(ready, position[down])
+        sorter.done(name)
+        for down in sorter.get_ready():
+            heapq.heappush(ready, position[down])
     if len(order) == len(names):
         return order, []
-    stuck = [n for n in names if n not in set(order)]
-    return order, _cycles(stuck, downstream)
+    downstream: dict[str, list[str]] = {n: [] for n in names}
+    for name in names:
+        for up in upstream[name]:
+            downstream[up].append(name)
+    placed = set(order)
+    return order, _cycles([n for n in names if n not in placed], downstream)
 
 
 def _cycles(nodes: list[str], downstream: dict[str, list[str]]) -> list[list[str]]:
