@@ -1,100 +1,118 @@
-"""The JSON form a template is stored in, so it is read back without CWL parsing."""
+"""The JSON form a template is stored in, so it is read back without CWL parsing.
+
+Lists of named entries, not objects, keep every order explicit. The models are
+strict: stored data that is not exactly this shape is refused, never coerced.
+"""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Final, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from caroni.errors import TemplateError
 from caroni.manager.templates.model import Source, StepSpec, Template
 
-_JSON_FORMAT = "caroni-template/1"
+_JSON_FORMAT: Final = "caroni-template/1"
+
+
+class _Stored(BaseModel):
+    model_config = ConfigDict(strict=True)
+
+
+class _SourceData(_Stored):
+    step: str | None
+    name: str
+
+
+class _Link(_Stored):
+    name: str
+    source: _SourceData
+
+
+class _StepData(_Stored):
+    name: str
+    job_type: str
+    inputs: list[_Link]
+    outputs: list[str]
+    job_kvs: dict[str, str]
+
+
+class _TemplateData(_Stored):
+    format: Literal["caroni-template/1"]
+    name: str
+    inputs: list[str]
+    outputs: list[_Link]
+    steps: list[_StepData]
+    text: str
 
 
 def dump(template: Template) -> str:
-    """Serialize losslessly for storage (lists keep every order explicit)."""
-    data = {
-        "format": _JSON_FORMAT,
-        "name": template.name,
-        "inputs": list(template.inputs),
-        "outputs": [
-            {"name": name, "source": _source_to_json(src)} for name, src in template.outputs.items()
-        ],
-        "steps": [
-            {
-                "name": step.name,
-                "job_type": step.job_type,
-                "inputs": [
-                    {"name": name, "source": _source_to_json(src)}
-                    for name, src in step.inputs.items()
-                ],
-                "outputs": list(step.outputs),
-                "job_kvs": dict(step.job_kvs),
-            }
+    """Serialize losslessly for storage."""
+    data = _TemplateData(
+        format=_JSON_FORMAT,
+        name=template.name,
+        inputs=list(template.inputs),
+        outputs=_links(template.outputs),
+        steps=[
+            _StepData(
+                name=step.name,
+                job_type=step.job_type,
+                inputs=_links(step.inputs),
+                outputs=list(step.outputs),
+                job_kvs=dict(step.job_kvs),
+            )
             for step in template.steps.values()
         ],
-        "text": template.text,
-    }
-    return json.dumps(data, ensure_ascii=False)
+        text=template.text,
+    )
+    # json.dumps, not model_dump_json: it keeps the spacing of rows stored before.
+    return json.dumps(data.model_dump(), ensure_ascii=False)
 
 
 def load(data: str) -> Template:
     """Rebuild a template stored by :func:`dump`; TemplateError if malformed."""
     try:
-        obj = json.loads(data)
-        if not isinstance(obj, dict) or obj.get("format") != _JSON_FORMAT:
-            raise ValueError(f"expected format {_JSON_FORMAT!r}")
-        steps: dict[str, StepSpec] = {}
-        for raw in _json_list(obj["steps"]):
-            step = StepSpec(
-                name=_json_str(raw["name"]),
-                job_type=_json_str(raw["job_type"]),
-                inputs={
-                    _json_str(i["name"]): _source_from_json(i["source"])
-                    for i in _json_list(raw["inputs"])
-                },
-                outputs=tuple(_json_str(o) for o in _json_list(raw["outputs"])),
-                job_kvs={_json_str(k): _json_str(v) for k, v in _json_dict(raw["job_kvs"]).items()},
-            )
-            steps[step.name] = step
-        return Template(
-            name=_json_str(obj["name"]),
-            inputs=tuple(_json_str(i) for i in _json_list(obj["inputs"])),
-            outputs={
-                _json_str(o["name"]): _source_from_json(o["source"])
-                for o in _json_list(obj["outputs"])
-            },
-            steps=steps,
-            text=_json_str(obj["text"]),
-        )
-    except (ValueError, KeyError, TypeError) as exc:
-        problem = f"stored template data is malformed: {exc!s}"
+        stored = _TemplateData.model_validate_json(data)
+    except ValidationError as exc:
+        problem = f"stored template data is malformed: {_describe(exc)}"
         raise TemplateError(problem, [problem]) from exc
+    return Template(
+        name=stored.name,
+        inputs=tuple(stored.inputs),
+        outputs=_sources(stored.outputs),
+        steps={
+            step.name: StepSpec(
+                name=step.name,
+                job_type=step.job_type,
+                inputs=_sources(step.inputs),
+                outputs=tuple(step.outputs),
+                job_kvs=step.job_kvs,
+            )
+            for step in stored.steps
+        },
+        text=stored.text,
+    )
 
 
-def _source_to_json(src: Source) -> dict[str, str | None]:
-    return {"step": src.step, "name": src.name}
+def _links(sources: dict[str, Source]) -> list[_Link]:
+    return [
+        _Link(name=name, source=_SourceData(step=src.step, name=src.name))
+        for name, src in sources.items()
+    ]
 
 
-def _source_from_json(raw: Any) -> Source:
-    obj = _json_dict(raw)
-    step = obj["step"]
-    return Source(step=None if step is None else _json_str(step), name=_json_str(obj["name"]))
+def _sources(links: list[_Link]) -> dict[str, Source]:
+    return {link.name: Source(step=link.source.step, name=link.source.name) for link in links}
 
 
-def _json_str(value: Any) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"expected a string, got {type(value).__name__}")
-    return value
-
-
-def _json_list(value: Any) -> list[Any]:
-    if not isinstance(value, list):
-        raise TypeError(f"expected a list, got {type(value).__name__}")
-    return value
-
-
-def _json_dict(value: Any) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise TypeError(f"expected an object, got {type(value).__name__}")
-    return value
+def _describe(exc: ValidationError) -> str:
+    """The first errors as 'where: what', without pydantic's links and input dumps."""
+    errors = exc.errors(include_url=False, include_input=False)
+    parts = []
+    for error in errors[:3]:
+        where = ".".join(str(part) for part in error["loc"])
+        parts.append(f"{where}: {error['msg']}" if where else error["msg"])
+    more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+    return "; ".join(parts) + more
