@@ -1,7 +1,7 @@
 """The JSON form a template is stored in, so it is read back without CWL parsing.
 
 Lists of named entries, not objects, keep every order explicit. The models are
-strict: stored data that is not exactly this shape is refused, never coerced.
+strict: a value of the wrong type is refused, never coerced (unknown keys are ignored).
 """
 
 from __future__ import annotations
