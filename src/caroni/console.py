@@ -1,4 +1,8 @@
-"""Terminal output shared by the commands: progress lines and final results."""
+"""Terminal output shared by the commands: progress lines, final results and errors.
+
+Everything here prints with rich markup, so text that came from a person or a peer
+(names, reasons, values, error messages) is escaped: ``[red]x`` prints as written.
+"""
 
 from __future__ import annotations
 
@@ -45,9 +49,14 @@ class ProgressPrinter:
             self._state = status.state
             style = _STATE_STYLE.get(status.state, "white")
             why = f": {escape(status.reason)}" if status.reason else ""
-            console.print(f"workflow {self.label} [{style}]{escape(status.state)}[/]{why}")
+            console.print(f"workflow {escape(self.label)} [{style}]{escape(status.state)}[/]{why}")
 
 
 def print_outputs(status: pb.WorkFlowStatus) -> None:
     for item in status.outputs:
         console.print(f"{escape(item.key)}: {escape(item.value)}")
+
+
+def print_error(message: str) -> None:
+    """``error: message`` on standard error, the message printed as written."""
+    errors.print(f"[red]error:[/] {escape(message)}")

@@ -12,7 +12,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
-from caroni.store import create_db_engine, metadata, migrate, node_uuid, normalize_url
+from caroni.store import create_db_engine, metadata, migrate, node_db, node_uuid, normalize_url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -103,3 +103,25 @@ def test_urls_are_normalized(given: str, expected: str) -> None:
 
 def test_a_plain_path_is_a_sqlite_file(tmp_path: Path) -> None:
     assert normalize_url(str(tmp_path / "a.db")) == f"sqlite:///{tmp_path / 'a.db'}"
+
+
+def test_node_db_gives_a_migrated_engine_and_disposes_of_it_even_on_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy import Engine
+
+    disposed: list[Engine] = []
+    real_dispose = Engine.dispose
+
+    def dispose(self: Engine, close: bool = True) -> None:
+        disposed.append(self)
+        real_dispose(self, close)
+
+    monkeypatch.setattr(Engine, "dispose", dispose)
+    url = str(tmp_path / "node.sqlite3")
+    with node_db(url) as engine:
+        assert "node_identity" in inspect(engine).get_table_names()
+    assert disposed == [engine]
+    with pytest.raises(RuntimeError, match="the work failed"), node_db(url) as again:
+        raise RuntimeError("the work failed")
+    assert disposed == [engine, again]

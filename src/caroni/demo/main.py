@@ -14,7 +14,7 @@ from rich.markup import escape
 
 from caroni.agent.jobtypes import load_job_types
 from caroni.cluster import LocalCluster
-from caroni.console import ProgressPrinter, console, errors, print_outputs
+from caroni.console import ProgressPrinter, console, errors, print_error, print_outputs
 from caroni.demo import DEMO_DIR, demo_template_paths
 from caroni.manager.templates import load_template_file
 from caroni.protocol import pb
@@ -83,7 +83,7 @@ async def run_demo(
                 console.print(f"[green]completed[/] in {time.monotonic() - started:.2f}s")
                 print_outputs(status)
             else:
-                errors.print(f"[red]workflow {status.state}:[/] {status.reason}")
+                errors.print(f"[red]workflow {escape(status.state)}:[/] {escape(status.reason)}")
             if http is not None:
                 console.print(
                     f"serving the sites until Ctrl-C (user {DEMO_USER}, password "
@@ -135,9 +135,7 @@ def main(
 ) -> int:
     templates = demo_template_paths()
     if template not in templates:
-        errors.print(
-            f"[red]error:[/] no demo template {template!r}; choose from {sorted(templates)}"
-        )
+        print_error(f"no demo template {template!r}; choose from {sorted(templates)}")
         return 2
     status = asyncio.run(
         run_demo(message, template=template, agents=agents, data_dir=data_dir, http=http)

@@ -90,6 +90,17 @@ def open_node_db(url: str) -> Engine:
 
 
 @contextlib.contextmanager
+def node_db(url: str) -> Iterator[Engine]:
+    """``open_node_db`` for one piece of work: the engine is disposed of afterwards,
+    whether the work succeeded or not."""
+    engine = open_node_db(url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+@contextlib.contextmanager
 def refused_as_config_error(engine: Engine, url: str) -> Iterator[None]:
     """The driver refusing the work inside (no server, no such database, ...) comes out
     as a ConfigError naming the database (no password) and why; the engine is

@@ -8,12 +8,21 @@ node ever starts. There is no default user outside the demo.
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
+from rich.markup import escape
 
-from caroni.console import console, errors
-from caroni.errors import CaroniError
+from caroni.cli.shared import reports_errors
+from caroni.console import console
+from caroni.errors import ConfigError
+from caroni.store import node_db
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
+T = TypeVar("T")
 
 app = typer.Typer(
     help="Users of a node's web site, and their API tokens.",
@@ -40,92 +49,72 @@ PasswordStdin = Annotated[
 ]
 
 
-def _engine(db: str):  # type: ignore[no-untyped-def]
-    from caroni.store import open_node_db
-
-    return open_node_db(db)  # migrated, so that a user can be made before the node starts
-
-
 def _password(from_stdin: bool) -> str:
     if from_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
         password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
     if not password:
-        raise _fail("the password is empty")
+        raise ConfigError("the password is empty")
     return password
 
 
-def _fail(message: str) -> typer.Exit:
-    errors.print(f"[red]error:[/] {message}")
-    return typer.Exit(2)
-
-
-def _auth():  # type: ignore[no-untyped-def]
-    # Imported when a command runs: `caroni` itself should start fast.
-    from caroni.web import auth
-
-    return auth
-
-
-def _run(db: str, work) -> object:  # type: ignore[no-untyped-def]
-    try:
-        engine = _engine(db)
-    except CaroniError as exc:
-        raise _fail(str(exc)) from exc
-    try:
-        with engine.begin() as conn:
-            return work(conn)
-    except CaroniError as exc:
-        raise _fail(str(exc)) from exc
-    finally:
-        engine.dispose()
+def _run(db: str, work: Callable[[Connection], T]) -> T:
+    # Migrated, so that a user can be made before the node starts.
+    with node_db(db) as engine, engine.begin() as conn:
+        return work(conn)
 
 
 @app.command("add")
+@reports_errors
 def add(username: Username, db: Db, password_stdin: PasswordStdin = False) -> None:
     """Add a user who can log into the node's site."""
-    auth = _auth()
-    try:
-        auth.check_username(username)
-    except CaroniError as exc:
-        raise _fail(str(exc)) from exc
+    from caroni.web import auth  # imported when used: `caroni` itself should start fast
+
+    auth.check_username(username)
     password_hash = auth.hash_password(_password(password_stdin))
     _run(db, lambda conn: auth.add_user(conn, username, password_hash))
-    console.print(f"user {username} added")
+    console.print(f"user {escape(username)} added")
 
 
 @app.command("password")
+@reports_errors
 def password(username: Username, db: Db, password_stdin: PasswordStdin = False) -> None:
     """Set a user's password (ends the user's open sessions)."""
-    auth = _auth()
+    from caroni.web import auth
+
     password_hash = auth.hash_password(_password(password_stdin))
     _run(db, lambda conn: auth.set_password(conn, username, password_hash))
-    console.print(f"password of {username} changed")
+    console.print(f"password of {escape(username)} changed")
 
 
 @app.command("token")
+@reports_errors
 def token(username: Username, db: Db) -> None:
     """Print a new API token for the user (shown once; only its hash is kept)."""
-    auth = _auth()
+    from caroni.web import auth
+
     value = _run(db, lambda conn: auth.new_api_token(conn, username))
     # Plain print: the token alone on stdout, for scripts (`TOKEN=$(caroni user token ...)`).
     print(value)
 
 
 @app.command("list")
+@reports_errors
 def list_users(db: Db) -> None:
     """List the users."""
-    auth = _auth()
+    from caroni.web import auth
+
     names = _run(db, auth.usernames)
-    assert isinstance(names, list)
     for name in names:
-        console.print(name)
+        console.print(escape(name))
 
 
 @app.command("remove")
+@reports_errors
 def remove(username: Username, db: Db) -> None:
     """Remove a user, with their sessions and API tokens."""
-    auth = _auth()
+    from caroni.web import auth
+
     _run(db, lambda conn: auth.remove_user(conn, username))
-    console.print(f"user {username} removed")
+    console.print(f"user {escape(username)} removed")
