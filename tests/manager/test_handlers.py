@@ -10,7 +10,7 @@ from caroni.core import Send, counting_ids
 from caroni.errors import SetAside
 from caroni.manager import handlers
 from caroni.manager.handlers import raw_of
-from caroni.manager.model import AttemptState, StepState, Workflow, WorkflowState
+from caroni.manager.model import AttemptState, Step, StepState, Workflow, WorkflowState
 from caroni.manager.templates import Source, StepSpec, Template
 from caroni.protocol import FULFILLMENT_KEY, pb
 
@@ -60,8 +60,9 @@ def of_type(sends: list[Send], kind: type) -> list[Send]:
 class FakeAgent:
     """Answers the manager as an agent would, remembering the jobs it created."""
 
-    def __init__(self, key: str = AGENT) -> None:
+    def __init__(self, key: str = AGENT, *, ours: bool = True) -> None:
         self.key = key
+        self.ours = ours  # a Caroni node like the manager (its envelopes name their sender)
         self.jobs: dict[str, bytes] = {}  # step name -> job uuid
 
     def offer(self, request: pb.JobFulfillmentRequest) -> pb.JobFulfillmentOffer:
@@ -79,7 +80,8 @@ def place_all(workflow: Workflow, requests: list[Send], agent: FakeAgent) -> lis
     """Offer, accept and create a job for every request; returns what the manager sent last."""
     out: list[Send] = []
     for send in requests:
-        accept = handlers.on_offer(workflow, agent.offer(send.message), agent.key, 1001.0)
+        offer = agent.offer(send.message)
+        accept = handlers.on_offer(workflow, offer, agent.key, 1001.0, ours=agent.ours)
         assert [type(s.message) for s in accept] == [pb.JobFulfillmentOfferAccept]
         out = handlers.on_job_accepted(
             workflow, agent.accepted(accept[0].message), agent.key, 1002.0
@@ -402,8 +404,68 @@ def test_silent_jobs_are_polled_and_given_up_after_the_lease() -> None:
     assert {k.message.job_uuid for k in kills} == {old_job, old_job3}
     assert len(of_type(sends, pb.JobFulfillmentRequest)) == 2
     assert workflow.steps["step1"].current.state == AttemptState.PENDING  # type: ignore[union-attr]
-    late = pb.JobStatusUpdate(job_uuid=old_job, job_status=pb.JOB_STATUS_COMPLETED)
+    # News other than a result about a job given up changes nothing.
+    late = pb.JobStatusUpdate(job_uuid=old_job, job_status=pb.JOB_STATUS_RUNNING)
     assert handlers.on_status_update(workflow, late, AGENT, 1200.0) == []
+    assert step2.current is not None and step2.current.number == 2
+
+
+def test_the_lease_spares_a_peer_that_never_answered_a_status_request() -> None:
+    """An agent that speaks only the shared protocol may not answer status requests
+    while its job runs: its job is polled, never given up for its silence."""
+    workflow, requests = new_workflow()
+    place_all(workflow, requests, FakeAgent(ours=False))
+    sends = handlers.on_tick(workflow, 1002.0 + 10 * T.job_lease)
+    assert {type(s.message) for s in sends} == {pb.JobStatusRequest}
+    assert all(step.current.state == AttemptState.PENDING for step in workflow.steps.values())  # type: ignore[union-attr]
+    # Once it has answered one, it has shown it answers: the lease holds for it.
+    job = job_of(workflow, "step1")
+    answer = pb.JobStatusUpdate(job_uuid=job, job_status=pb.JOB_STATUS_RUNNING)
+    handlers.on_status_update(workflow, answer, AGENT, 1002.0 + 10 * T.job_lease)
+    later = 1002.0 + 11 * T.job_lease + 1
+    sends = handlers.on_tick(workflow, later)
+    assert [k.message.job_uuid for k in of_type(sends, pb.JobKill)] == [job]
+
+
+def test_a_result_of_a_job_given_up_is_taken_back_until_a_replacement_is_placed() -> None:
+    workflow, requests = new_workflow()
+    agent = FakeAgent()
+    place_all(workflow, requests, agent)
+    step1 = workflow.steps["step1"]
+    job = job_of(workflow, "step1")
+    handlers.on_tick(workflow, 1002.0 + T.job_lease)  # every job given up, requested again
+    assert step1.current is not None and step1.current.state == AttemptState.REQUESTING
+    replacement = step1.current
+    data = pb.JobDataAvailable(
+        job_uuid=job, parameters=[pb.JobParameter(key="jobout", value="LATE")]
+    )
+    handlers.on_data(workflow, data, AGENT, 1200.0)
+    done = pb.JobStatusUpdate(job_uuid=job, job_status=pb.JOB_STATUS_COMPLETED)
+    sends = handlers.on_status_update(workflow, done, AGENT, 1201.0)
+    assert step1.state == StepState.COMPLETED
+    assert replacement.state == AttemptState.ABANDONED
+    assert replacement.reason == "attempt 1 delivered after all"
+    assert not of_type(sends, pb.JobKill)
+    fed = [flow.value for flow in workflow.dataflows if flow.target_step == "step2"]
+    assert fed == ["LATE"], "the result goes on to the next step"
+    # Once a replacement is placed, the late result of its predecessor is ignored.
+    step2 = workflow.steps["step2"]
+    old2 = step2.attempts[0]
+    assert old2.job_uuid is not None
+    accept = handlers.on_offer(
+        workflow, agent.offer(request_message(step2)), AGENT, 1202.0, ours=True
+    )
+    assert of_type(accept, pb.JobFulfillmentOfferAccept)
+    late = pb.JobStatusUpdate(
+        job_uuid=uuid.UUID(hex=old2.job_uuid).bytes, job_status=pb.JOB_STATUS_COMPLETED
+    )
+    assert handlers.on_status_update(workflow, late, AGENT, 1203.0) == []
+    assert step2.current is not None and step2.current.state == AttemptState.ACCEPTING
+
+
+def request_message(step: Step) -> pb.JobFulfillmentRequest:
+    assert step.current is not None
+    return handlers.request_message(step, step.current)
 
 
 def test_an_expired_offer_is_rejected() -> None:

@@ -198,9 +198,12 @@ def on_offer(
     reply_to: str,
     now: float,
     timings: Timings = DEFAULT_TIMINGS,
+    *,
+    ours: bool = False,
 ) -> list[Send]:
     """Take the first offer for a live request (or, with an offer window, the least
-    loaded one offered within it); politely reject every other one."""
+    loaded one offered within it); politely reject every other one. ``ours``: the
+    offer came from a Caroni node like this one (its envelope names its sender)."""
     step, attempt = _attempt_of(workflow, msg.request_uuid, "offer for a request")
     offer_uuid = hex_of(msg.offer_uuid)
     if attempt.offer_uuid == offer_uuid:
@@ -221,7 +224,7 @@ def on_offer(
         return [Send(reply_to, reject)]
     site = msg.site.site_identifier if msg.HasField("site") else ""
     candidate = Candidate(
-        offer_uuid=offer_uuid, agent_key=reply_to, agent_site=site, load=_load(msg)
+        offer_uuid=offer_uuid, agent_key=reply_to, agent_site=site, load=_load(msg), ours=ours
     )
     if timings.offer_window <= 0:
         return _take(workflow, attempt, candidate, now)
@@ -244,6 +247,7 @@ def _take(workflow: Workflow, attempt: Attempt, candidate: Candidate, now: float
     attempt.offer_uuid = candidate.offer_uuid
     attempt.agent_key = candidate.agent_key
     attempt.agent_site = candidate.agent_site
+    attempt.agent_is_ours = candidate.ours
     attempt.updated_at = now
     workflow.updated_at = now
     return [Send(candidate.agent_key, _accept(attempt))]
@@ -338,8 +342,11 @@ def on_status_update(
     new_id: NewId = random_ids,
 ) -> list[Send]:
     step, attempt = _job_attempt(workflow, msg.job_uuid, reply_to)
-    if not attempt.state.live or attempt is not step.current or workflow.state.finished:
+    delivers = msg.job_status == pb.JOB_STATUS_COMPLETED
+    if not _followed(workflow, step, attempt, delivers, now):
         return []  # late news about a job we no longer follow
+    if attempt.last_polled_at is not None:
+        attempt.polls_answered = True
     attempt.last_heard_at = now
     attempt.status_info = msg.status_info
     attempt.updated_at = now
@@ -361,7 +368,7 @@ def on_status_update(
 def on_data(workflow: Workflow, msg: pb.JobDataAvailable, reply_to: str, now: float) -> list[Send]:
     """Outputs of a job: record them, forward them downstream, maybe finish the step."""
     step, attempt = _job_attempt(workflow, msg.job_uuid, reply_to)
-    if not attempt.state.live or attempt is not step.current or workflow.state.finished:
+    if not _followed(workflow, step, attempt, True, now):
         return []
     attempt.last_heard_at = now
     for parameter in msg.parameters:
@@ -371,6 +378,36 @@ def on_data(workflow: Workflow, msg: pb.JobDataAvailable, reply_to: str, now: fl
     attempt.updated_at = now
     workflow.updated_at = now
     return _maybe_complete_step(workflow, step, attempt, now)
+
+
+def _followed(workflow: Workflow, step: Step, attempt: Attempt, delivers: bool, now: float) -> bool:
+    """Whether news about ``attempt`` counts: it is the step's live current attempt;
+    or, when the news ``delivers`` a result (outputs, COMPLETED), an attempt given up
+    whose replacement has not been placed with an agent yet. That one is taken back
+    and the replacement dropped: a peer silent while its job ran has delivered after
+    all, and its correct result must not be thrown away."""
+    if workflow.state.finished:
+        return False
+    if attempt.state.live and attempt is step.current:
+        return True
+    replacement = step.current
+    if (
+        not delivers
+        or attempt.state != AttemptState.ABANDONED
+        or replacement is None
+        or replacement.state != AttemptState.REQUESTING
+        or step.state in (StepState.COMPLETED, StepState.FAILED, StepState.CANCELLED)
+    ):
+        return False
+    replacement.state = AttemptState.ABANDONED
+    replacement.reason = f"attempt {attempt.number} delivered after all"
+    replacement.updated_at = now
+    attempt.state = AttemptState.RUNNING
+    attempt.reason = ""
+    step.attempts.remove(attempt)
+    step.attempts.append(attempt)  # the step's current attempt again
+    step.state = StepState.RUNNING
+    return True
 
 
 def _attempt_of(workflow: Workflow, key: bytes, what: str) -> tuple[Step, Attempt]:
@@ -653,7 +690,8 @@ def on_tick(
                 sends += _give_up(workflow, step, current, AttemptState.ABANDONED, why, now, new_id)
         elif current.state.has_job and current.state.live:
             heard = current.last_heard_at or current.updated_at
-            if now >= heard + timings.job_lease:
+            leased = current.agent_is_ours or current.polls_answered
+            if leased and now >= heard + timings.job_lease:
                 why = f"agent silent for {now - heard:.0f}s about its job"
                 sends += _give_up(workflow, step, current, AttemptState.ABANDONED, why, now, new_id)
             elif now >= _heard_or_polled(current) + timings.status_interval:

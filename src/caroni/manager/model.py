@@ -61,6 +61,7 @@ class Candidate(BaseModel):
     agent_key: str
     agent_site: str = ""
     load: float = 0.0
+    ours: bool = False  # the offer came from a Caroni node like this one
 
 
 class Attempt(BaseModel):
@@ -76,6 +77,11 @@ class Attempt(BaseModel):
     offer_uuid: str | None = None
     agent_key: str | None = None
     agent_site: str = ""
+    # The job lease applies to an agent that is one of ours (its envelopes name
+    # their sender) or that has answered a status request about this job: a peer
+    # that blocks while a job runs never answers one, and must not lose its job.
+    agent_is_ours: bool = False
+    polls_answered: bool = False
     job_uuid: str | None = None
     status_info: str = ""
     reason: str = ""

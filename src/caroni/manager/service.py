@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import uuid
 from collections.abc import Callable, Collection, Sequence
@@ -20,17 +19,18 @@ from caroni.protocol import pb
 
 log = logging.getLogger("caroni.manager")
 
-# A handler of a message about a job: (workflow, message, reply_to, now, new_id).
-JobHandler = Callable[[Workflow, Any, str, float, NewId], list[Send]]
+# A handler of a message about a job: (workflow, message, reply_to, now, new_id,
+# ours: whether the sender is a Caroni node like this one).
+JobHandler = Callable[[Workflow, Any, str, float, NewId, bool], list[Send]]
 
 
-def _without_ids(handler: Callable[[Workflow, Any, str, float], list[Send]]) -> JobHandler:
-    """A job handler that never starts a new attempt, so needs no fresh ids."""
-    return lambda workflow, msg, reply_to, now, _: handler(workflow, msg, reply_to, now)
+def _plain(handler: Callable[[Workflow, Any, str, float], list[Send]]) -> JobHandler:
+    """A job handler that needs neither fresh ids nor who the sender is."""
+    return lambda workflow, msg, reply_to, now, _, __: handler(workflow, msg, reply_to, now)
 
 
 def _on_status_update(
-    workflow: Workflow, msg: Any, reply_to: str, now: float, new_id: NewId
+    workflow: Workflow, msg: Any, reply_to: str, now: float, new_id: NewId, _: bool
 ) -> list[Send]:
     return handlers.on_status_update(workflow, msg, reply_to, now, new_id=new_id)
 
@@ -61,15 +61,17 @@ class ManagerRole:
         self.max_running = max_running
         # Which uuid field of each message finds its workflow, and the handler to apply.
         self._routed: dict[str, tuple[str, JobHandler]] = {
-            "JobFulfillmentOffer": (
-                "request_uuid",
-                _without_ids(functools.partial(handlers.on_offer, timings=timings)),
-            ),
-            "JobFulfillmentDecline": ("request_uuid", _without_ids(handlers.on_decline)),
-            "JobAccepted": ("offer_uuid", _without_ids(handlers.on_job_accepted)),
+            "JobFulfillmentOffer": ("request_uuid", self._on_offer),
+            "JobFulfillmentDecline": ("request_uuid", _plain(handlers.on_decline)),
+            "JobAccepted": ("offer_uuid", _plain(handlers.on_job_accepted)),
             "JobStatusUpdate": ("job_uuid", _on_status_update),
-            "JobDataAvailable": ("job_uuid", _without_ids(handlers.on_data)),
+            "JobDataAvailable": ("job_uuid", _plain(handlers.on_data)),
         }
+
+    def _on_offer(
+        self, workflow: Workflow, msg: Any, reply_to: str, now: float, _: NewId, ours: bool
+    ) -> list[Send]:
+        return handlers.on_offer(workflow, msg, reply_to, now, self.timings, ours=ours)
 
     def bindings(self, own_key: str) -> list[str]:
         return [own_key]
@@ -84,7 +86,8 @@ class ManagerRole:
             if loaded is None:
                 raise SetAside(f"{kind} names {field} {key}, which no workflow here has")
             tx.subject = loaded.workflow.id
-            tx.send_all(handler(loaded.workflow, msg, incoming.reply_to, tx.now, tx.new_id))
+            ours = incoming.opened.sender is not None
+            tx.send_all(handler(loaded.workflow, msg, incoming.reply_to, tx.now, tx.new_id, ours))
             _log_state(loaded.workflow, kind)
         elif kind == "WorkFlowCreate":
             self.create(tx, msg, incoming.reply_to, incoming.opened.signator)
