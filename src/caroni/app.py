@@ -25,6 +25,7 @@ from caroni.manager.service import DEFAULT_MAX_RUNNING, ManagerRole
 from caroni.manager.templates import Template, load_template_file
 from caroni.node.runtime import Node, Role, Tx
 from caroni.protocol import agent_key, manager_key, node_key_id
+from caroni.protocol.extensions import SPOKEN
 from caroni.store import node_uuid, open_node_db, refused_as_config_error
 from caroni.transport.base import Transport
 from caroni.trust import NodeKey, TrustPolicy, TrustSettings, bound_nodes, key_roles, trusted_keys
@@ -52,10 +53,14 @@ class _NodeService:
         db_url: str,
         http: str | None = None,
         trust: TrustSettings | None = None,
+        speaks: frozenset[str] = SPOKEN,
     ) -> None:
         from caroni.web import parse_http
 
         self.transport = transport
+        # The extensions of the conversation this node announces and uses with
+        # peers that announce them too (none: only the shared protocol).
+        self.speaks = speaks
         self.db_url = db_url
         self.trust = trust or TrustSettings()
         # Loaded now, so a missing or exposed key fails before anything starts.
@@ -84,6 +89,7 @@ class _NodeService:
             queue_name=f"caroni.{role.name}.{node_key_id(self.node_uuid)}",
             signer=self.signing_key,
             trust=policy,
+            speaks=self.speaks,
         )
 
     def _warn_about_keys_without_role(self, policy: TrustPolicy) -> None:
@@ -144,8 +150,9 @@ class ManagerNode(_NodeService):
         trust: TrustSettings | None = None,
         timings: Timings = DEFAULT_TIMINGS,
         max_running: int = DEFAULT_MAX_RUNNING,
+        speaks: frozenset[str] = SPOKEN,
     ) -> None:
-        super().__init__(transport, db_url, http, trust)
+        super().__init__(transport, db_url, http, trust, speaks)
         self.name = name  # shown on its web site; peers never see it
         self.role = ManagerRole(
             default_max_attempts=max_attempts,
@@ -192,8 +199,9 @@ class AgentNode(_NodeService):
         http: str | None = None,
         trust: TrustSettings | None = None,
         containment: Mechanism | None = None,
+        speaks: frozenset[str] = SPOKEN,
     ) -> None:
-        super().__init__(transport, db_url, http, trust)
+        super().__init__(transport, db_url, http, trust, speaks)
         if workdir is None:
             workdir = Path(tempfile.gettempdir()) / "caroni-jobs"
         workdir.mkdir(parents=True, exist_ok=True)

@@ -221,3 +221,24 @@ def test_an_agent_offers_only_to_the_managers_it_serves(policy: Policy, served: 
     assert (offer is not None) == served
     if not served:
         assert send.message.decline_message == "this agent does not serve that manager"
+
+
+def test_silent_about_a_job_type_it_does_not_serve_when_the_manager_said_so() -> None:
+    def answer(job_type: str, load: Load = IDLE) -> object:
+        _, send = handlers.on_request(
+            request(job_type, "a", "b"),
+            MANAGER,
+            catalogue=CATALOGUE,
+            load=load,
+            policy=Policy(site_identifier="here"),
+            node_uuid=NODE,
+            now=100.0,
+            offers_to_manager=0,
+            silent_about_unserved=True,
+        )
+        return None if send is None else type(send.message)
+
+    assert answer("no-such-type") is None
+    assert answer("pair") is pb.JobFulfillmentOffer
+    # A type it serves is still declined, with its reason, when it is too busy.
+    assert answer("pair", Load(running=0, reserved=10_000)) is pb.JobFulfillmentDecline

@@ -91,3 +91,13 @@ def test_delivery_fields_that_cannot_be_stored_are_refused(
 def test_ordinary_delivery_fields_pass() -> None:
     check_delivery_fields(uuid.uuid4().hex, "wf.manager." + "A" * 26)
     check_delivery_fields("", "")
+
+
+def test_extensions_announced_travel_and_are_bounded() -> None:
+    body = seal(pb.JobKill(job_uuid=JOB), extensions=["caroni.b/1", "caroni.a/1"])
+    assert open_envelope(body).extensions == frozenset({"caroni.a/1", "caroni.b/1"})
+    assert open_envelope(seal(pb.JobKill(job_uuid=JOB))).extensions == frozenset()
+    with pytest.raises(EnvelopeError, match=r"announces 17 extensions"):
+        open_envelope(seal(pb.JobKill(), extensions=[f"x{n}" for n in range(17)]))
+    with pytest.raises(EnvelopeError, match=r"envelope extension is 256 characters"):
+        open_envelope(seal(pb.JobKill(), extensions=["e" * 256]))

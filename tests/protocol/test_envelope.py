@@ -278,6 +278,7 @@ WIRE_FIELDS: dict[str, dict[str, int]] = {
         "message_id": 100,
         "sent_at": 101,
         "sender": 102,
+        "extensions": 103,
     },
     "JobParameter": {"key": 1, "value": 2},
     "Site": {"site_identifier": 1, "site_uuid": 2, "site_contact": 3},

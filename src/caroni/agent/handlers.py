@@ -77,8 +77,11 @@ def on_request(
     offers_to_manager: int,
     standing: Offer | None = None,
     new_id: NewId = random_ids,
-) -> tuple[Offer | None, Send]:
-    """Offer for a request we can serve, decline it otherwise.
+    silent_about_unserved: bool = False,
+) -> tuple[Offer | None, Send | None]:
+    """Offer for a request we can serve, decline it otherwise; or, when
+    ``silent_about_unserved`` (the manager announced it does not wait for such
+    declines), say nothing about a job type this agent does not serve.
 
     ``standing`` is an offer still open for the same request and manager (the
     request was broadcast again): it is sent again rather than doubled, even at
@@ -92,6 +95,8 @@ def on_request(
     )
     if standing is not None and standing.state == OfferState.OPEN and now < standing.expires_at:
         return None, Send(reply_to, _offer_message(standing, site, load, policy))
+    if silent_about_unserved and request.job_type_name not in catalogue:
+        return None, None
     reason = decline_reason(request, reply_to, catalogue, load, policy, offers_to_manager)
     if reason:
         decline = pb.JobFulfillmentDecline(

@@ -22,6 +22,7 @@ from caroni.core import Incoming
 from caroni.errors import SetAside
 from caroni.node.runtime import Tx
 from caroni.protocol import FULFILLMENT_KEY
+from caroni.protocol.extensions import SILENT_DECLINES
 
 if TYPE_CHECKING:
     from caroni.node.runtime import Node
@@ -165,13 +166,16 @@ class AgentRole:
                 offers_to_manager=offers_to.get(incoming.reply_to, 0),
                 standing=self._standing_offer(tx, tx.subject, incoming.reply_to),
                 new_id=tx.new_id,
+                silent_about_unserved=SILENT_DECLINES in tx.speaks
+                and SILENT_DECLINES in incoming.opened.extensions,
             )
             if offer is not None:
                 work.new_offers.append(offer)
                 work.open_offers[(offer.request_uuid, offer.manager_key)] = offer
                 work.load = Load(load.running, load.reserved + 1)
                 offers_to[offer.manager_key] = offers_to.get(offer.manager_key, 0) + 1
-            tx.send(send.to, send.message)
+            if send is not None:
+                tx.send(send.to, send.message)
             return
         # Everything else may change what jobs and offers count for.
         self._work(tx).forget_counts()

@@ -17,10 +17,12 @@ from caroni.cli.shared import (
     KeyFile,
     NodeHttp,
     RequireSignatures,
+    SharedProtocolOnly,
     Verbose,
     amqp_transport,
     reports_errors,
     setup_logging,
+    spoken,
 )
 from caroni.console import console
 from caroni.errors import ConfigError
@@ -74,6 +76,7 @@ def manager(
         list[str] | None,
         typer.Option(help="Trusted name allowed to start workflows (repeatable; default: any)."),
     ] = None,
+    shared_protocol_only: SharedProtocolOnly = False,
     verbose: Verbose = 0,
 ) -> None:
     """Run a workflow manager until interrupted."""
@@ -104,6 +107,7 @@ def manager(
         trust=trust,
         timings=timings,
         max_running=max_running,
+        speaks=spoken(shared_protocol_only),
     )
 
     async def start() -> None:
@@ -175,6 +179,7 @@ def agent(
     http: NodeHttp = "127.0.0.1:8001",
     key: KeyFile = None,
     require_signatures: RequireSignatures = False,
+    shared_protocol_only: SharedProtocolOnly = False,
     verbose: Verbose = 0,
 ) -> None:
     """Run an agent until interrupted."""
@@ -205,6 +210,7 @@ def agent(
         http=http,
         trust=TrustSettings(key_file=key, require_signatures=require_signatures),
         containment=None if containment == "auto" else Mechanism(containment),
+        speaks=spoken(shared_protocol_only),
     )
     files = ([DEMO_JOB_TYPES] if demo_content else []) + list(job_types or [])
     selected = {n.strip() for n in only.split(",") if n.strip()} or None

@@ -13,6 +13,7 @@ import typer
 
 from caroni.console import print_error
 from caroni.errors import CaroniError
+from caroni.protocol.extensions import SPOKEN
 
 if TYPE_CHECKING:
     from caroni.transport.amqp import AmqpTransport
@@ -55,6 +56,21 @@ RequireSignatures = Annotated[
         help="Refuse messages not signed by a trusted key (see `caroni trust`).",
     ),
 ]
+SharedProtocolOnly = Annotated[
+    bool,
+    typer.Option(
+        "--shared-protocol-only",
+        envvar="CARONI_SHARED_PROTOCOL_ONLY",
+        help="Speak only the shared Caroni protocol: announce and use no extension.",
+    ),
+]
+
+
+def spoken(shared_protocol_only: bool) -> frozenset[str]:
+    """The extensions a node started with these options speaks."""
+    return frozenset() if shared_protocol_only else SPOKEN
+
+
 NodeHttp = Annotated[
     str,
     typer.Option(

@@ -45,6 +45,7 @@ from caroni.node.role import Role
 from caroni.node.shell_sql import ShellStatements
 from caroni.node.tx import Batch, Tx
 from caroni.protocol import Signer
+from caroni.protocol.extensions import SPOKEN
 from caroni.store.retention import Retention, prune
 from caroni.store.vacuum import VACUUM_INTERVAL, needs_vacuuming, vacuum_busy_tables
 from caroni.transport.base import Consumer, Delivery, OutgoingMessage, Transport
@@ -81,6 +82,7 @@ class Node:
         prefetch: int = 256,
         record_traffic: bool = True,
         signer: Signer | None = None,
+        speaks: frozenset[str] = SPOKEN,
         trust: TrustPolicy | None = None,
         new_id: NewId = random_ids,
     ) -> None:
@@ -94,6 +96,7 @@ class Node:
         self.prefetch = prefetch
         self.record_traffic = record_traffic
         self.signer = signer
+        self.speaks = speaks  # the extensions this node announces (protocol.extensions)
         self.trust = trust or TrustPolicy()
         self.retention = Retention()
         self._statements = ShellStatements(engine.dialect.name)
@@ -193,6 +196,7 @@ class Node:
             opener=self.role.open,
             record_traffic=self.record_traffic,
             signer=self.signer,
+            speaks=self.speaks,
             batch=batch,
         )
 

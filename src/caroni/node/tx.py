@@ -110,6 +110,7 @@ class Tx:
     new_id: NewId = random_ids  # fresh ids for what handlers create
     record_traffic: bool = True
     signer: Signer | None = None
+    speaks: frozenset[str] = frozenset()  # extensions announced on every message sent
     batch: Batch = field(default_factory=Batch)
     # Opens the role's unit of work; set by the node that makes this Tx.
     opener: Callable[[Tx], UnitOfWork] = field(default=lambda tx: NoWork())
@@ -131,7 +132,13 @@ class Tx:
 
     def send(self, to: str, message: Message) -> None:
         message_id = new_message_id()
-        body = seal(message, message_id=message_id, sender=self.node_uuid, signer=self.signer)
+        body = seal(
+            message,
+            message_id=message_id,
+            sender=self.node_uuid,
+            signer=self.signer,
+            extensions=self.speaks,
+        )
         self.record("out", type(message).__name__, to, message_id, message)
         self.batch.outgoing.append(
             {

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import struct
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -23,7 +23,14 @@ from google.protobuf.message import Message
 
 from caroni.errors import EnvelopeError
 from caroni.protocol._generated import caroni_pb2 as pb
-from caroni.protocol.bounds import MAX_MESSAGE_ID, check_message, check_text, is_repeated
+from caroni.protocol.bounds import (
+    MAX_MESSAGE_ID,
+    MAX_NAME,
+    check_message,
+    check_text,
+    is_repeated,
+)
+from caroni.protocol.extensions import MAX_EXTENSIONS
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 """Default largest body :func:`open_envelope` will parse, to bound memory per message."""
@@ -86,6 +93,10 @@ class Opened:
     """The signature as sent (base64), ``""`` when unsigned."""
     signed_bytes: bytes = b""
     """What the signature covers (see :func:`signed_bytes`), to verify it against."""
+    extensions: frozenset[str] = frozenset()
+    """The extensions the sender announced (see ``protocol.extensions``); none from
+    other implementations. Not signed: an extension changes only how a peer answers
+    its sender, never what a message means."""
 
 
 class Signer(Protocol):
@@ -140,6 +151,7 @@ def seal(
     sender: uuid.UUID | None = None,
     sent_at: datetime | None = None,
     signer: Signer | None = None,
+    extensions: Iterable[str] = (),
 ) -> bytes:
     """Serialize ``message`` in a ``CaroniEnvelope`` that existing peers can read.
 
@@ -163,6 +175,7 @@ def seal(
     envelope.sent_at.FromDatetime(sent_at.astimezone(UTC))
     if sender is not None:
         envelope.sender = uuid_to_bytes(sender)
+    envelope.extensions.extend(sorted(extensions))
     if signer is not None:
         envelope.signature.signator_certificate = signer.key_id
         signature = signer.sign(signed_bytes(envelope))
@@ -215,6 +228,10 @@ def _open(body: bytes, max_size: int) -> Opened:
     check_message(message, canonical)
     check_text(envelope.message_id, "envelope message_id", MAX_MESSAGE_ID)
     check_message(envelope.signature, "envelope signature")
+    if len(envelope.extensions) > MAX_EXTENSIONS:
+        raise EnvelopeError(f"envelope announces {len(envelope.extensions)} extensions")
+    for extension in envelope.extensions:
+        check_text(extension, "envelope extension", MAX_NAME)
 
     sender = None
     if envelope.sender:
@@ -235,6 +252,7 @@ def _open(body: bytes, max_size: int) -> Opened:
         signator=envelope.signature.signator_certificate if signed else "",
         signature=envelope.signature.payload_signature if signed else "",
         signed_bytes=signed_bytes(envelope) if signed else b"",
+        extensions=frozenset(envelope.extensions),
     )
 
 

@@ -26,61 +26,61 @@ from google.protobuf import any_pb2 as google_dot_protobuf_dot_any__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0c\x63\x61roni.proto\x12\x06\x63\x61roni\x1a\x19google/protobuf/any.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"D\n\tSignature\x12\x1c\n\x14signator_certificate\x18\x01 \x01(\t\x12\x19\n\x11payload_signature\x18\x02 \x01(\t\"\xae\x01\n\x0e\x43\x61roniEnvelope\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12%\n\x07payload\x18\x02 \x01(\x0b\x32\x14.google.protobuf.Any\x12\x12\n\nmessage_id\x18\x64 \x01(\t\x12+\n\x07sent_at\x18\x65 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06sender\x18\x66 \x01(\x0c\"*\n\x0cJobParameter\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"H\n\x04Site\x12\x17\n\x0fsite_identifier\x18\x01 \x01(\t\x12\x11\n\tsite_uuid\x18\x02 \x01(\x0c\x12\x14\n\x0csite_contact\x18\x03 \x01(\t\"Z\n\x07JobType\x12\x15\n\rjob_type_name\x18\x01 \x01(\t\x12\x1b\n\x13required_parameters\x18\x02 \x03(\t\x12\x1b\n\x13optional_parameters\x18\x03 \x03(\t\"+\n\rWorkFlowInput\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\xb2\x01\n\x0eWorkFlowCreate\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x15\n\rtemplate_name\x18\x02 \x01(\t\x12\x0f\n\x07wf_name\x18\x03 \x01(\t\x12%\n\x06inputs\x18\x04 \x03(\x0b\x32\x15.caroni.WorkFlowInput\x12\x15\n\rworkflow_uuid\x18\x64 \x01(\x0c\x12\x14\n\x0cmax_attempts\x18\x65 \x01(\r\"\x94\x01\n\x15JobFulfillmentRequest\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x14\n\x0crequest_uuid\x18\x02 \x01(\x0c\x12\x15\n\rjob_type_name\x18\x03 \x01(\t\x12(\n\nparameters\x18\x04 \x03(\x0b\x32\x14.caroni.JobParameter\"\x88\x01\n\x15JobFulfillmentDecline\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x14\n\x0crequest_uuid\x18\x02 \x01(\x0c\x12\x1a\n\x04site\x18\x03 \x01(\x0b\x32\x0c.caroni.Site\x12\x17\n\x0f\x64\x65\x63line_message\x18\x04 \x01(\t\"=\n\tAgentLoad\x12\r\n\x05slots\x18\x01 \x01(\r\x12\x0f\n\x07running\x18\x02 \x01(\r\x12\x10\n\x08reserved\x18\x03 \x01(\r\"\xe9\x01\n\x13JobFulfillmentOffer\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x14\n\x0crequest_uuid\x18\x02 \x01(\x0c\x12\x12\n\noffer_uuid\x18\x03 \x01(\x0c\x12\x1a\n\x04site\x18\x04 \x01(\x0b\x32\x0c.caroni.Site\x12\x15\n\roffer_message\x18\x05 \x01(\t\x12.\n\nexpiration\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1f\n\x04load\x18\x64 \x01(\x0b\x32\x11.caroni.AgentLoad\"\x83\x01\n\x19JobFulfillmentOfferAccept\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x14\n\x0crequest_uuid\x18\x02 \x01(\x0c\x12\x12\n\noffer_uuid\x18\x03 \x01(\x0c\x12\x16\n\x0e\x61\x63\x63\x65pt_message\x18\x04 \x01(\t\"\x83\x01\n\x19JobFulfillmentOfferReject\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x14\n\x0crequest_uuid\x18\x02 \x01(\x0c\x12\x12\n\noffer_uuid\x18\x03 \x01(\x0c\x12\x16\n\x0ereject_message\x18\x04 \x01(\t\"Y\n\x0bJobAccepted\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x10\n\x08job_uuid\x18\x02 \x01(\x0c\x12\x12\n\noffer_uuid\x18\x03 \x01(\x0c\"W\n\tJobQueued\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x10\n\x08job_uuid\x18\x02 \x01(\x0c\x12\x12\n\noffer_uuid\x18\x03 \x01(\x0c\"J\n\x10JobStatusRequest\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x10\n\x08job_uuid\x18\x02 \x01(\x0c\"\x85\x01\n\x0fJobStatusUpdate\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x10\n\x08job_uuid\x18\x02 \x01(\x0c\x12%\n\njob_status\x18\x03 \x01(\x0e\x32\x11.caroni.JobStatus\x12\x13\n\x0bstatus_info\x18\x04 \x01(\t\"T\n\x07JobKill\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x10\n\x08job_uuid\x18\x02 \x01(\x0c\x12\x11\n\tkill_info\x18\x03 \x01(\t\"t\n\x10JobDataAvailable\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x10\n\x08job_uuid\x18\x02 \x01(\x0c\x12(\n\nparameters\x18\x03 \x03(\x0b\x32\x14.caroni.JobParameter\"p\n\x0cJobDataReady\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x10\n\x08job_uuid\x18\x02 \x01(\x0c\x12(\n\nparameters\x18\x03 \x03(\x0b\x32\x14.caroni.JobParameter\"T\n\x15WorkFlowStatusRequest\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x15\n\rworkflow_uuid\x18\x02 \x01(\x0c\"v\n\nStepStatus\x12\x11\n\tstep_name\x18\x01 \x01(\t\x12\x15\n\rjob_type_name\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\r\x12\r\n\x05\x61gent\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\"\xdf\x01\n\x0eWorkFlowStatus\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x15\n\rworkflow_uuid\x18\x02 \x01(\x0c\x12\r\n\x05state\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12&\n\x07outputs\x18\x05 \x03(\x0b\x32\x15.caroni.WorkFlowInput\x12\x0f\n\x07wf_name\x18\x06 \x01(\t\x12\x15\n\rtemplate_name\x18\x07 \x01(\t\x12!\n\x05steps\x18\x08 \x03(\x0b\x32\x12.caroni.StepStatus\"]\n\x0eWorkFlowCancel\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x15\n\rworkflow_uuid\x18\x02 \x01(\x0c\x12\x0e\n\x06reason\x18\x03 \x01(\t*\xb7\x01\n\tJobStatus\x12\x1b\n\x17JOB_STATUS_UNSPECIFICED\x10\x00\x12\x16\n\x12JOB_STATUS_PENDING\x10\x01\x12\x15\n\x11JOB_STATUS_QUEUED\x10\x02\x12\x16\n\x12JOB_STATUS_RUNNING\x10\x03\x12\x18\n\x14JOB_STATUS_COMPLETED\x10\x04\x12\x15\n\x11JOB_STATUS_FAILED\x10\x05\x12\x15\n\x11JOB_STATUS_PAUSED\x10\x06\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0c\x63\x61roni.proto\x12\x06\x63\x61roni\x1a\x19google/protobuf/any.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"D\n\tSignature\x12\x1c\n\x14signator_certificate\x18\x01 \x01(\t\x12\x19\n\x11payload_signature\x18\x02 \x01(\t\"\xc2\x01\n\x0e\x43\x61roniEnvelope\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12%\n\x07payload\x18\x02 \x01(\x0b\x32\x14.google.protobuf.Any\x12\x12\n\nmessage_id\x18\x64 \x01(\t\x12+\n\x07sent_at\x18\x65 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06sender\x18\x66 \x01(\x0c\x12\x12\n\nextensions\x18g \x03(\t\"*\n\x0cJobParameter\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"H\n\x04Site\x12\x17\n\x0fsite_identifier\x18\x01 \x01(\t\x12\x11\n\tsite_uuid\x18\x02 \x01(\x0c\x12\x14\n\x0csite_contact\x18\x03 \x01(\t\"Z\n\x07JobType\x12\x15\n\rjob_type_name\x18\x01 \x01(\t\x12\x1b\n\x13required_parameters\x18\x02 \x03(\t\x12\x1b\n\x13optional_parameters\x18\x03 \x03(\t\"+\n\rWorkFlowInput\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\xb2\x01\n\x0eWorkFlowCreate\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x15\n\rtemplate_name\x18\x02 \x01(\t\x12\x0f\n\x07wf_name\x18\x03 \x01(\t\x12%\n\x06inputs\x18\x04 \x03(\x0b\x32\x15.caroni.WorkFlowInput\x12\x15\n\rworkflow_uuid\x18\x64 \x01(\x0c\x12\x14\n\x0cmax_attempts\x18\x65 \x01(\r\"\x94\x01\n\x15JobFulfillmentRequest\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x14\n\x0crequest_uuid\x18\x02 \x01(\x0c\x12\x15\n\rjob_type_name\x18\x03 \x01(\t\x12(\n\nparameters\x18\x04 \x03(\x0b\x32\x14.caroni.JobParameter\"\x88\x01\n\x15JobFulfillmentDecline\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x14\n\x0crequest_uuid\x18\x02 \x01(\x0c\x12\x1a\n\x04site\x18\x03 \x01(\x0b\x32\x0c.caroni.Site\x12\x17\n\x0f\x64\x65\x63line_message\x18\x04 \x01(\t\"=\n\tAgentLoad\x12\r\n\x05slots\x18\x01 \x01(\r\x12\x0f\n\x07running\x18\x02 \x01(\r\x12\x10\n\x08reserved\x18\x03 \x01(\r\"\xe9\x01\n\x13JobFulfillmentOffer\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x14\n\x0crequest_uuid\x18\x02 \x01(\x0c\x12\x12\n\noffer_uuid\x18\x03 \x01(\x0c\x12\x1a\n\x04site\x18\x04 \x01(\x0b\x32\x0c.caroni.Site\x12\x15\n\roffer_message\x18\x05 \x01(\t\x12.\n\nexpiration\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1f\n\x04load\x18\x64 \x01(\x0b\x32\x11.caroni.AgentLoad\"\x83\x01\n\x19JobFulfillmentOfferAccept\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x14\n\x0crequest_uuid\x18\x02 \x01(\x0c\x12\x12\n\noffer_uuid\x18\x03 \x01(\x0c\x12\x16\n\x0e\x61\x63\x63\x65pt_message\x18\x04 \x01(\t\"\x83\x01\n\x19JobFulfillmentOfferReject\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x14\n\x0crequest_uuid\x18\x02 \x01(\x0c\x12\x12\n\noffer_uuid\x18\x03 \x01(\x0c\x12\x16\n\x0ereject_message\x18\x04 \x01(\t\"Y\n\x0bJobAccepted\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x10\n\x08job_uuid\x18\x02 \x01(\x0c\x12\x12\n\noffer_uuid\x18\x03 \x01(\x0c\"W\n\tJobQueued\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x10\n\x08job_uuid\x18\x02 \x01(\x0c\x12\x12\n\noffer_uuid\x18\x03 \x01(\x0c\"J\n\x10JobStatusRequest\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x10\n\x08job_uuid\x18\x02 \x01(\x0c\"\x85\x01\n\x0fJobStatusUpdate\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x10\n\x08job_uuid\x18\x02 \x01(\x0c\x12%\n\njob_status\x18\x03 \x01(\x0e\x32\x11.caroni.JobStatus\x12\x13\n\x0bstatus_info\x18\x04 \x01(\t\"T\n\x07JobKill\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x10\n\x08job_uuid\x18\x02 \x01(\x0c\x12\x11\n\tkill_info\x18\x03 \x01(\t\"t\n\x10JobDataAvailable\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x10\n\x08job_uuid\x18\x02 \x01(\x0c\x12(\n\nparameters\x18\x03 \x03(\x0b\x32\x14.caroni.JobParameter\"p\n\x0cJobDataReady\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x10\n\x08job_uuid\x18\x02 \x01(\x0c\x12(\n\nparameters\x18\x03 \x03(\x0b\x32\x14.caroni.JobParameter\"T\n\x15WorkFlowStatusRequest\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x15\n\rworkflow_uuid\x18\x02 \x01(\x0c\"v\n\nStepStatus\x12\x11\n\tstep_name\x18\x01 \x01(\t\x12\x15\n\rjob_type_name\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\r\x12\r\n\x05\x61gent\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\"\xdf\x01\n\x0eWorkFlowStatus\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x15\n\rworkflow_uuid\x18\x02 \x01(\x0c\x12\r\n\x05state\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12&\n\x07outputs\x18\x05 \x03(\x0b\x32\x15.caroni.WorkFlowInput\x12\x0f\n\x07wf_name\x18\x06 \x01(\t\x12\x15\n\rtemplate_name\x18\x07 \x01(\t\x12!\n\x05steps\x18\x08 \x03(\x0b\x32\x12.caroni.StepStatus\"]\n\x0eWorkFlowCancel\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x15\n\rworkflow_uuid\x18\x02 \x01(\x0c\x12\x0e\n\x06reason\x18\x03 \x01(\t*\xb7\x01\n\tJobStatus\x12\x1b\n\x17JOB_STATUS_UNSPECIFICED\x10\x00\x12\x16\n\x12JOB_STATUS_PENDING\x10\x01\x12\x15\n\x11JOB_STATUS_QUEUED\x10\x02\x12\x16\n\x12JOB_STATUS_RUNNING\x10\x03\x12\x18\n\x14JOB_STATUS_COMPLETED\x10\x04\x12\x15\n\x11JOB_STATUS_FAILED\x10\x05\x12\x15\n\x11JOB_STATUS_PAUSED\x10\x06\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'caroni_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_JOBSTATUS']._serialized_start=2862
-  _globals['_JOBSTATUS']._serialized_end=3045
+  _globals['_JOBSTATUS']._serialized_start=2882
+  _globals['_JOBSTATUS']._serialized_end=3065
   _globals['_SIGNATURE']._serialized_start=84
   _globals['_SIGNATURE']._serialized_end=152
   _globals['_CARONIENVELOPE']._serialized_start=155
-  _globals['_CARONIENVELOPE']._serialized_end=329
-  _globals['_JOBPARAMETER']._serialized_start=331
-  _globals['_JOBPARAMETER']._serialized_end=373
-  _globals['_SITE']._serialized_start=375
-  _globals['_SITE']._serialized_end=447
-  _globals['_JOBTYPE']._serialized_start=449
-  _globals['_JOBTYPE']._serialized_end=539
-  _globals['_WORKFLOWINPUT']._serialized_start=541
-  _globals['_WORKFLOWINPUT']._serialized_end=584
-  _globals['_WORKFLOWCREATE']._serialized_start=587
-  _globals['_WORKFLOWCREATE']._serialized_end=765
-  _globals['_JOBFULFILLMENTREQUEST']._serialized_start=768
-  _globals['_JOBFULFILLMENTREQUEST']._serialized_end=916
-  _globals['_JOBFULFILLMENTDECLINE']._serialized_start=919
-  _globals['_JOBFULFILLMENTDECLINE']._serialized_end=1055
-  _globals['_AGENTLOAD']._serialized_start=1057
-  _globals['_AGENTLOAD']._serialized_end=1118
-  _globals['_JOBFULFILLMENTOFFER']._serialized_start=1121
-  _globals['_JOBFULFILLMENTOFFER']._serialized_end=1354
-  _globals['_JOBFULFILLMENTOFFERACCEPT']._serialized_start=1357
-  _globals['_JOBFULFILLMENTOFFERACCEPT']._serialized_end=1488
-  _globals['_JOBFULFILLMENTOFFERREJECT']._serialized_start=1491
-  _globals['_JOBFULFILLMENTOFFERREJECT']._serialized_end=1622
-  _globals['_JOBACCEPTED']._serialized_start=1624
-  _globals['_JOBACCEPTED']._serialized_end=1713
-  _globals['_JOBQUEUED']._serialized_start=1715
-  _globals['_JOBQUEUED']._serialized_end=1802
-  _globals['_JOBSTATUSREQUEST']._serialized_start=1804
-  _globals['_JOBSTATUSREQUEST']._serialized_end=1878
-  _globals['_JOBSTATUSUPDATE']._serialized_start=1881
-  _globals['_JOBSTATUSUPDATE']._serialized_end=2014
-  _globals['_JOBKILL']._serialized_start=2016
-  _globals['_JOBKILL']._serialized_end=2100
-  _globals['_JOBDATAAVAILABLE']._serialized_start=2102
-  _globals['_JOBDATAAVAILABLE']._serialized_end=2218
-  _globals['_JOBDATAREADY']._serialized_start=2220
-  _globals['_JOBDATAREADY']._serialized_end=2332
-  _globals['_WORKFLOWSTATUSREQUEST']._serialized_start=2334
-  _globals['_WORKFLOWSTATUSREQUEST']._serialized_end=2418
-  _globals['_STEPSTATUS']._serialized_start=2420
-  _globals['_STEPSTATUS']._serialized_end=2538
-  _globals['_WORKFLOWSTATUS']._serialized_start=2541
-  _globals['_WORKFLOWSTATUS']._serialized_end=2764
-  _globals['_WORKFLOWCANCEL']._serialized_start=2766
-  _globals['_WORKFLOWCANCEL']._serialized_end=2859
+  _globals['_CARONIENVELOPE']._serialized_end=349
+  _globals['_JOBPARAMETER']._serialized_start=351
+  _globals['_JOBPARAMETER']._serialized_end=393
+  _globals['_SITE']._serialized_start=395
+  _globals['_SITE']._serialized_end=467
+  _globals['_JOBTYPE']._serialized_start=469
+  _globals['_JOBTYPE']._serialized_end=559
+  _globals['_WORKFLOWINPUT']._serialized_start=561
+  _globals['_WORKFLOWINPUT']._serialized_end=604
+  _globals['_WORKFLOWCREATE']._serialized_start=607
+  _globals['_WORKFLOWCREATE']._serialized_end=785
+  _globals['_JOBFULFILLMENTREQUEST']._serialized_start=788
+  _globals['_JOBFULFILLMENTREQUEST']._serialized_end=936
+  _globals['_JOBFULFILLMENTDECLINE']._serialized_start=939
+  _globals['_JOBFULFILLMENTDECLINE']._serialized_end=1075
+  _globals['_AGENTLOAD']._serialized_start=1077
+  _globals['_AGENTLOAD']._serialized_end=1138
+  _globals['_JOBFULFILLMENTOFFER']._serialized_start=1141
+  _globals['_JOBFULFILLMENTOFFER']._serialized_end=1374
+  _globals['_JOBFULFILLMENTOFFERACCEPT']._serialized_start=1377
+  _globals['_JOBFULFILLMENTOFFERACCEPT']._serialized_end=1508
+  _globals['_JOBFULFILLMENTOFFERREJECT']._serialized_start=1511
+  _globals['_JOBFULFILLMENTOFFERREJECT']._serialized_end=1642
+  _globals['_JOBACCEPTED']._serialized_start=1644
+  _globals['_JOBACCEPTED']._serialized_end=1733
+  _globals['_JOBQUEUED']._serialized_start=1735
+  _globals['_JOBQUEUED']._serialized_end=1822
+  _globals['_JOBSTATUSREQUEST']._serialized_start=1824
+  _globals['_JOBSTATUSREQUEST']._serialized_end=1898
+  _globals['_JOBSTATUSUPDATE']._serialized_start=1901
+  _globals['_JOBSTATUSUPDATE']._serialized_end=2034
+  _globals['_JOBKILL']._serialized_start=2036
+  _globals['_JOBKILL']._serialized_end=2120
+  _globals['_JOBDATAAVAILABLE']._serialized_start=2122
+  _globals['_JOBDATAAVAILABLE']._serialized_end=2238
+  _globals['_JOBDATAREADY']._serialized_start=2240
+  _globals['_JOBDATAREADY']._serialized_end=2352
+  _globals['_WORKFLOWSTATUSREQUEST']._serialized_start=2354
+  _globals['_WORKFLOWSTATUSREQUEST']._serialized_end=2438
+  _globals['_STEPSTATUS']._serialized_start=2440
+  _globals['_STEPSTATUS']._serialized_end=2558
+  _globals['_WORKFLOWSTATUS']._serialized_start=2561
+  _globals['_WORKFLOWSTATUS']._serialized_end=2784
+  _globals['_WORKFLOWCANCEL']._serialized_start=2786
+  _globals['_WORKFLOWCANCEL']._serialized_end=2879
 # @@protoc_insertion_point(module_scope)

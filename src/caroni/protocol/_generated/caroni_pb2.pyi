@@ -37,18 +37,20 @@ class Signature(_message.Message):
     def __init__(self, signator_certificate: _Optional[str] = ..., payload_signature: _Optional[str] = ...) -> None: ...
 
 class CaroniEnvelope(_message.Message):
-    __slots__ = ("signature", "payload", "message_id", "sent_at", "sender")
+    __slots__ = ("signature", "payload", "message_id", "sent_at", "sender", "extensions")
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
     SENT_AT_FIELD_NUMBER: _ClassVar[int]
     SENDER_FIELD_NUMBER: _ClassVar[int]
+    EXTENSIONS_FIELD_NUMBER: _ClassVar[int]
     signature: Signature
     payload: _any_pb2.Any
     message_id: str
     sent_at: _timestamp_pb2.Timestamp
     sender: bytes
-    def __init__(self, signature: _Optional[_Union[Signature, _Mapping]] = ..., payload: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., message_id: _Optional[str] = ..., sent_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sender: _Optional[bytes] = ...) -> None: ...
+    extensions: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, signature: _Optional[_Union[Signature, _Mapping]] = ..., payload: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., message_id: _Optional[str] = ..., sent_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sender: _Optional[bytes] = ..., extensions: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class JobParameter(_message.Message):
     __slots__ = ("key", "value")

@@ -1,0 +1,19 @@
+"""Extensions of the conversation between Caroni nodes of this implementation.
+
+Every envelope we seal lists the extensions its sender speaks (field 103, which
+other implementations ignore). A node uses an extension with a peer only once the
+peer has announced it, so peers that speak only the shared protocol see exactly
+the shared conversation.
+"""
+
+from __future__ import annotations
+
+SILENT_DECLINES = "caroni.silent-declines/1"
+"""A manager that announces it does not wait for declines of job types an agent
+does not serve; an agent that speaks it answers such requests with silence. With
+many agents, declines were most of the messages of a request."""
+
+SPOKEN: frozenset[str] = frozenset({SILENT_DECLINES})
+"""What our nodes speak unless told to speak only the shared protocol."""
+
+MAX_EXTENSIONS = 16  # announced per envelope; more is refused as bad input
