@@ -1,0 +1,148 @@
+"""How the conversation grows with the number of agents: many nodes in one process.
+
+Managers and agents run embedded (memory transport, SQLite), each agent serving
+one of the three job types of the demo workflow (every agent serves all three when
+there are fewer than three). For each number of agents the same workflows run
+twice: with our extensions on, and with every node speaking only the shared
+protocol. Printed per step: messages published (by every node, counted at the
+broker) and CPU time of the whole process.
+
+    python -m benchmarks.scale --agents 1,10,50 --managers 2 --workflows 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from caroni.agent.jobtypes import load_job_types
+from caroni.agent.model import Policy
+from caroni.app import AgentNode, ManagerNode
+from caroni.client import Client
+from caroni.demo import demo_template_paths
+from caroni.demo.main import DEMO_JOB_TYPES
+from caroni.manager.templates import load_template_file
+from caroni.protocol.extensions import SPOKEN
+from caroni.transport.memory import MemoryBroker, MemoryTransport
+
+JOB_TYPES = ("foojob0", "foojob1", "foojob2")
+STEPS = len(JOB_TYPES)  # test_simple has one step of each
+
+
+@dataclass(frozen=True)
+class Result:
+    agents: int
+    extensions: bool
+    steps: int
+    messages: int
+    cpu_seconds: float
+
+    @property
+    def messages_per_step(self) -> float:
+        return self.messages / self.steps
+
+    @property
+    def cpu_ms_per_step(self) -> float:
+        return 1000 * self.cpu_seconds / self.steps
+
+
+async def run_once(agents: int, managers: int, workflows: int, extensions: bool) -> Result:
+    speaks = SPOKEN if extensions else frozenset()
+    specs = {spec.name: spec for spec in load_job_types(DEMO_JOB_TYPES)}
+    template = load_template_file(demo_template_paths()["test_simple"])
+    with tempfile.TemporaryDirectory(prefix="caroni-scale-") as work:
+        root = Path(work)
+        broker = MemoryBroker()
+        manager_nodes = [
+            ManagerNode(MemoryTransport(broker), str(root / f"m{n}.sqlite3"), speaks=speaks)
+            for n in range(managers)
+        ]
+        agent_nodes = [
+            AgentNode(
+                MemoryTransport(broker),
+                str(root / f"a{n}.sqlite3"),
+                policy=Policy(site_identifier=f"agent-{n}"),
+                workdir=root / f"jobs-{n}",
+                speaks=speaks,
+            )
+            for n in range(agents)
+        ]
+        nodes: list[ManagerNode | AgentNode] = [*manager_nodes, *agent_nodes]
+        for node in nodes:
+            await node.transport.connect()
+            await node.start()
+        for manager in manager_nodes:
+            await manager.add_template(template)
+        for n, agent in enumerate(agent_nodes):
+            served = JOB_TYPES if agents < len(JOB_TYPES) else (JOB_TYPES[n % len(JOB_TYPES)],)
+            for name in served:
+                await agent.add_job_type(specs[name])
+        client_transport = MemoryTransport(broker)
+        await client_transport.connect()
+        published_before = sum(node.node.counters["published"] for node in nodes)
+        cpu_before = time.process_time()
+        try:
+            clients = [Client(client_transport, manager.key) for manager in manager_nodes]
+
+            async def run_all(client: Client) -> None:
+                async with client:
+                    ids = [
+                        await client.submit("test_simple", {"start_message": f"s{n}"})
+                        for n in range(workflows)
+                    ]
+                    for workflow_id in ids:
+                        status = await client.wait(workflow_id, timeout=600)
+                        if status.state != "completed":
+                            raise SystemExit(f"a workflow ended {status.state}: {status.reason}")
+
+            await asyncio.gather(*(run_all(client) for client in clients))
+            cpu = time.process_time() - cpu_before
+            published = sum(node.node.counters["published"] for node in nodes) - published_before
+        finally:
+            await client_transport.close()
+            for node in reversed(nodes):
+                await node.stop()
+                await node.transport.close()
+    return Result(agents, extensions, managers * workflows * STEPS, published, cpu)
+
+
+def table(results: list[Result]) -> str:
+    lines = [
+        "| agents | extensions | steps | messages/step | CPU ms/step (all nodes) |",
+        "|---:|---|---:|---:|---:|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r.agents} | {'on' if r.extensions else 'off (shared protocol)'} | {r.steps} "
+            f"| {r.messages_per_step:.1f} | {r.cpu_ms_per_step:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--agents", default="1,10,50", help="agent counts, comma separated")
+    parser.add_argument("--managers", type=int, default=2)
+    parser.add_argument("--workflows", type=int, default=10, help="per manager")
+    args = parser.parse_args()
+    results = []
+    for agents in (int(n) for n in args.agents.split(",")):
+        for extensions in (True, False):
+            result = asyncio.run(run_once(agents, args.managers, args.workflows, extensions))
+            print(
+                f"{agents} agents, extensions {'on' if extensions else 'off'}: "
+                f"{result.messages_per_step:.1f} messages/step, "
+                f"{result.cpu_ms_per_step:.1f} CPU ms/step",
+                flush=True,
+            )
+            results.append(result)
+    print()
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()
