@@ -20,10 +20,13 @@ from caroni.agent.jobtypes import JobTypeSpec, load_job_types
 from caroni.agent.model import Policy
 from caroni.agent.service import AgentRole
 from caroni.key_roles import ROLE_CHOICES
-from caroni.manager.handlers import DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMINGS, Timings
+from caroni.manager.handlers import DEFAULT_TIMINGS, Timings
+from caroni.manager.model import DEFAULT_MAX_ATTEMPTS
 from caroni.manager.service import DEFAULT_MAX_RUNNING, ManagerRole
 from caroni.manager.templates import Template, load_template_file
-from caroni.node.runtime import Node, Role, Tx
+from caroni.node.role import Role
+from caroni.node.runtime import Node
+from caroni.node.tx import Tx
 from caroni.protocol import agent_key, manager_key, node_key_id
 from caroni.protocol.extensions import SPOKEN
 from caroni.store import node_uuid, open_node_db, refused_as_config_error

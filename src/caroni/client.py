@@ -75,9 +75,7 @@ class Client:
     async def _send(self, message: object) -> None:
         await self.transport.publish(
             self.manager,
-            seal(  # type: ignore[arg-type]
-                message, message_id=new_message_id(), sender=self.client_uuid, signer=self.signer
-            ),
+            seal(message, message_id=new_message_id(), sender=self.client_uuid, signer=self.signer),
             reply_to=self.key,
         )
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from caroni.agent.model import Policy
 from caroni.app import AgentNode, ManagerNode
 from caroni.client import Client
-from caroni.manager.handlers import DEFAULT_MAX_ATTEMPTS
+from caroni.manager.model import DEFAULT_MAX_ATTEMPTS
 from caroni.transport.memory import MemoryBroker, MemoryTransport
 
 

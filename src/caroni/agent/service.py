@@ -20,7 +20,7 @@ from caroni.agent.store import AgentStore
 from caroni.backoff import Backoff
 from caroni.core import Incoming
 from caroni.errors import SetAside
-from caroni.node.runtime import Tx
+from caroni.node.tx import Tx
 from caroni.protocol import FULFILLMENT_KEY
 from caroni.protocol.extensions import SILENT_DECLINES
 

@@ -26,7 +26,8 @@ from caroni.cli.shared import (
 )
 from caroni.console import console
 from caroni.errors import ConfigError
-from caroni.manager.handlers import DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMINGS, Timings
+from caroni.manager.handlers import DEFAULT_TIMINGS, Timings
+from caroni.manager.model import DEFAULT_MAX_ATTEMPTS
 from caroni.protocol.routing import DEFAULT_EXCHANGE
 
 CONTAINMENTS = ("auto", "cgroup", "session")

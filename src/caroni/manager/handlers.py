@@ -612,7 +612,7 @@ def status_message(workflow: Workflow) -> pb.WorkFlowStatus:
 
 def _rebroadcast_at(attempt: Attempt, timings: Timings) -> float:
     delay = min(timings.rebroadcast_first * 2 ** (attempt.broadcasts - 1), timings.rebroadcast_max)
-    return attempt.updated_at + delay
+    return float(attempt.updated_at + delay)
 
 
 def _heard_or_polled(attempt: Attempt) -> float:

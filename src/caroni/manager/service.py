@@ -11,10 +11,10 @@ from typing import Any
 from caroni.core import Incoming, NewId, Send
 from caroni.errors import SetAside
 from caroni.manager import handlers
-from caroni.manager.model import Workflow
+from caroni.manager.model import DEFAULT_MAX_ATTEMPTS, Workflow, WorkflowState
 from caroni.manager.store import Loaded, WorkflowStore
 from caroni.manager.templates import Template
-from caroni.node.runtime import Tx
+from caroni.node.tx import Tx
 from caroni.protocol import pb
 
 log = logging.getLogger("caroni.manager")
@@ -45,7 +45,7 @@ class ManagerRole:
 
     def __init__(
         self,
-        default_max_attempts: int = handlers.DEFAULT_MAX_ATTEMPTS,
+        default_max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         timings: handlers.Timings = handlers.DEFAULT_TIMINGS,
         max_running: int = DEFAULT_MAX_RUNNING,
         signed: bool = False,
@@ -153,7 +153,7 @@ class ManagerRole:
             new_id=tx.new_id,
         )
         self._opened(tx)[workflow.id] = Loaded(workflow)
-        if self.max_running and workflow.state == handlers.WorkflowState.RUNNING:
+        if self.max_running and workflow.state == WorkflowState.RUNNING:
             self._work(tx).running = self._running(tx) + 1
         tx.subject = workflow.id
         tx.send_all(sends)

@@ -172,7 +172,9 @@ class Node:
         For work that does not come from a delivery: a finished job, a user's edit,
         a timer.
         """
-        result, batch, published = await self.db(self._transact_sync, fn)
+        done: tuple[T, Batch, list[tuple[int, OutgoingMessage]]]
+        done = await self.db(self._transact_sync, fn)
+        result, batch, published = done
         self._committed(batch, published)
         return result
 

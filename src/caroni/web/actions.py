@@ -18,7 +18,7 @@ from caroni.errors import RefusedError
 from caroni.manager import handlers
 from caroni.manager.model import Workflow
 from caroni.manager.templates import Template, parse_template
-from caroni.node.runtime import Tx
+from caroni.node.tx import Tx
 from caroni.protocol import pb
 
 if TYPE_CHECKING:
