@@ -20,7 +20,9 @@ class EnvelopeError(CaroniError):
 
 
 class TransportError(CaroniError):
-    """The broker refused or lost something in a way a retry will not fix."""
+    """The broker refused or lost something, and the transport has stopped retrying:
+    the message cannot be sent as it is (a routing key too long), or its publish
+    timeout ran out; the caller decides whether to try again later."""
 
 
 class TemplateError(CaroniError):

@@ -337,7 +337,7 @@ class AgentRole:
         free = self.policy.slots - running
         if free <= 0:
             return
-        tx.flush()  # what this transaction noted so far stays under its own subject
+        tx.tag_traffic()  # what this transaction noted so far stays under its own subject
         claimed = []
         for job in self.store.next_ready(tx.conn, free):
             spec = self.catalogue.get(job.job_type)
@@ -350,7 +350,7 @@ class AgentRole:
                 claimed.append((job, spec))
             self._save(tx, job)
             tx.subject = job.job_uuid
-            tx.flush()
+            tx.tag_traffic()
         work.running = running + len(claimed)
         if claimed:
             tx.after_commit(lambda: self._start(claimed))
@@ -421,7 +421,7 @@ class AgentRole:
             tx.subject = job_uuid
             tx.send_all(handlers.job_finished(job, result, tx.now))
             self._save(tx, job)
-            tx.flush()
+            tx.tag_traffic()
         self._claim(tx)
 
     def _cancel(self, job_uuid: str) -> None:

@@ -183,7 +183,7 @@ class ManagerRole:
                 continue
             tx.subject = workflow_id
             tx.send_all(handlers.on_tick(loaded.workflow, tx.now, self.timings, new_id=tx.new_id))
-            tx.flush()  # each workflow's messages logged under its own id
+            tx.tag_traffic()  # each workflow's messages logged under its own id
         # Written now, so that the next wake below counts these workflows' timers.
         admitted = self._save_opened(tx)
         if self.max_running and not admitted:
@@ -267,12 +267,12 @@ class ManagerRole:
         room = self.max_running - self._running(tx)
         if room <= 0:
             return
-        tx.flush()  # what was noted so far stays under its own subject
+        tx.tag_traffic()  # what was noted so far stays under its own subject
         started = self.store.waiting(tx.conn, room)
         for loaded in started:
             tx.subject = loaded.workflow.id
             tx.send_all(handlers.start_workflow(loaded.workflow, tx.now, new_id=tx.new_id))
-            tx.flush()
+            tx.tag_traffic()
         self.store.save(tx.conn, started)
 
 

@@ -40,8 +40,8 @@ MAX_REASON = 8000  # characters of a dead letter's reason kept
 Written = list[tuple[int, OutgoingMessage]]  # outbox rows: id and message
 
 
-class _NeedsCare(Exception):
-    """A message of a batch applied together must be applied on its own."""
+class _ApplyOneByOne(Exception):
+    """A message of a batch failed: apply the batch again one message at a time."""
 
 
 @dataclass
@@ -143,7 +143,7 @@ class Applier:
             except DBAPIError:
                 raise
             except Exception as exc:
-                raise _NeedsCare(f"{item.type_name}: {type(exc).__name__}: {exc}") from exc
+                raise _ApplyOneByOne(f"{item.type_name}: {type(exc).__name__}: {exc}") from exc
             self.counters["handled"] += 1
 
     def _claim_ids(self, conn: Connection, message_ids: list[str]) -> set[str]:
@@ -160,7 +160,7 @@ class Applier:
         """Apply one message (traffic, the role's handler); raises what the handler raises."""
         tx.record("in", opened.type_name, delivery.reply_to, message_id, opened.message)
         self.role.handle(tx, Incoming(opened, delivery.reply_to, delivery.routing_key))
-        tx.flush()
+        tx.tag_traffic()
 
     def _refused(self, conn: Connection, delivery: Delivery, opened: Opened, seen: bool) -> bool:
         """Dead-letter a message the trust policy refuses; True when it did."""

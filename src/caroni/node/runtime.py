@@ -11,7 +11,8 @@ Every delivery, whatever its type, goes through the same steps:
    (the batch is then applied again one savepoint per message, so that it costs
    only itself); a database outage gives the batch back (``failures``);
 3. commit, then ack the batch;
-4. publish the outbox with broker confirms, deleting rows once confirmed.
+4. publish the outbox with broker confirms (``outbox``); the next transaction
+   deletes the rows published since.
 
 A crash anywhere leaves either nothing done (the broker redelivers) or the change
 committed with its messages in the outbox (published on restart; receivers drop
@@ -184,7 +185,7 @@ class Node:
         with self.engine.begin() as conn:
             tx = self._new_tx(conn, Batch())
             result = fn(tx)
-            tx.flush()
+            tx.tag_traffic()
             published = self._write(conn, tx.batch)
         return result, tx.batch, published
 

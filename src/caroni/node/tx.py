@@ -160,7 +160,7 @@ class Tx:
     def record(
         self, direction: str, type_name: str, peer: str, message_id: str, message: Message
     ) -> None:
-        """Note a message in the traffic log (its subject is filled in by ``flush``)."""
+        """Note a message in the traffic log (its subject is filled in by ``tag_traffic``)."""
         if not self.record_traffic:
             return
         summary = json.dumps(MessageToDict(message), separators=(",", ":"))
@@ -176,8 +176,8 @@ class Tx:
             }
         )
 
-    def flush(self) -> None:
-        """File the traffic noted since the last flush under the current ``subject``
+    def tag_traffic(self) -> None:
+        """File the traffic noted since the last call under the current ``subject``
         (call it before moving on to another subject in the same transaction)."""
         rows = self.batch.traffic
         for row in rows[self._unmarked :]:

@@ -51,8 +51,8 @@ HERE = Path(__file__).parent
 LIVE_HEADER = "X-Caroni-Live"  # sent by live.js: answer 401 instead of a login redirect
 STAMP_HEADER = "X-Caroni-Stamp"
 
-# Pages may load only their own scripts and styles; the API docs page (Swagger UI)
-# loads its assets from a CDN, so it is left out.
+# Pages may load only their own scripts and styles. The API docs page (Swagger UI,
+# served from the site itself) runs an inline start-up script, so it is left out.
 _CSP = (
     "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
