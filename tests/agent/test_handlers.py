@@ -242,3 +242,24 @@ def test_silent_about_a_job_type_it_does_not_serve_when_the_manager_said_so() ->
     assert answer("pair") is pb.JobFulfillmentOffer
     # A type it serves is still declined, with its reason, when it is too busy.
     assert answer("pair", Load(running=0, reserved=10_000)) is pb.JobFulfillmentDecline
+
+
+def test_only_the_manager_an_offer_was_made_to_may_reject_it() -> None:
+    offer, _ = offer_for(request("pair", "a", "b"))
+    with pytest.raises(handlers.OfferUnavailable, match="was made to"):
+        handlers.on_reject(offer, "wf.manager.SOMEONEELSESOMEONEELSE")
+    assert offer.state == OfferState.OPEN
+    assert handlers.on_reject(offer, MANAGER) is True
+    assert offer.state == OfferState.REJECTED
+    assert handlers.on_reject(offer, MANAGER) is False, "rejecting again changes nothing"
+
+
+def test_a_claimed_job_whose_type_is_gone_fails_with_the_reason() -> None:
+    _, job, _ = accepted_job("a", "b")
+    sends = handlers.claim(job, None, 200.0)
+    assert job.status == JobStatus.FAILED
+    assert job.reason == "job type 'pair' no longer exists on this agent"
+    assert [s.message.job_status for s in sends] == [pb.JOB_STATUS_FAILED]
+    _, running, _ = accepted_job("a", "b")
+    sends = handlers.claim(running, CATALOGUE["pair"], 200.0)
+    assert running.status == JobStatus.RUNNING and running.runs == 1

@@ -210,6 +210,27 @@ def on_kill(job: AgentJob, msg: pb.JobKill, now: float) -> list[Send]:
     return [status_update(job)]
 
 
+def on_reject(offer: Offer, reply_to: str) -> bool:
+    """The manager took another offer: free this one's reservation (True when that
+    changed the offer). Only the manager it was made to may reject it."""
+    if reply_to != offer.manager_key:
+        raise OfferUnavailable(f"offer {offer.offer_uuid} was made to {offer.manager_key!r}")
+    if offer.state != OfferState.OPEN:
+        return False  # accepted, expired or rejected already
+    offer.state = OfferState.REJECTED
+    return True
+
+
+def claim(job: AgentJob, spec: JobTypeSpec | None, now: float) -> list[Send]:
+    """Start a ready job in a free slot; fail it if its job type is gone meanwhile
+    (an operator removed it while the job waited)."""
+    if spec is None:
+        job.reason = f"job type {job.job_type!r} no longer exists on this agent"
+        job.set_status(JobStatus.FAILED, now, job.reason)
+        return [status_update(job)]
+    return job_started(job, now)
+
+
 def job_started(job: AgentJob, now: float) -> list[Send]:
     job.runs += 1
     job.set_status(JobStatus.RUNNING, now, f"run {job.runs} started")

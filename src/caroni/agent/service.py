@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from caroni.agent import handlers
 from caroni.agent.containment import Containments, Mechanism
 from caroni.agent.jobtypes import JobTypeSpec
-from caroni.agent.model import AgentJob, JobResult, JobStatus, Load, Offer, OfferState, Policy
+from caroni.agent.model import AgentJob, JobResult, JobStatus, Load, Offer, Policy
 from caroni.agent.runner import run_job
 from caroni.agent.store import AgentStore
 from caroni.backoff import Backoff
@@ -184,8 +184,13 @@ class AgentRole:
         elif kind == "JobFulfillmentOfferReject":
             tx.subject = uuid.UUID(bytes=msg.request_uuid).hex
             offer = self.store.offer(tx.conn, uuid.UUID(bytes=msg.offer_uuid).hex)
-            if offer is not None and offer.state == OfferState.OPEN:
-                offer.state = OfferState.REJECTED
+            if offer is None:
+                return  # expired and forgotten: nothing is reserved for it
+            try:
+                changed = handlers.on_reject(offer, incoming.reply_to)
+            except handlers.OfferUnavailable as exc:
+                raise SetAside(str(exc)) from exc
+            if changed:
                 self.store.update_offer(tx.conn, offer)
         elif kind == "JobStatusRequest":
             tx.send_all([handlers.status_update(self._owned_job(tx, incoming))])
@@ -341,12 +346,8 @@ class AgentRole:
         claimed = []
         for job in self.store.next_ready(tx.conn, free):
             spec = self.catalogue.get(job.job_type)
-            if spec is None:
-                job.reason = f"job type {job.job_type!r} no longer exists on this agent"
-                job.set_status(JobStatus.FAILED, tx.now, job.reason)
-                tx.send_all([handlers.status_update(job)])
-            else:
-                tx.send_all(handlers.job_started(job, tx.now))
+            tx.send_all(handlers.claim(job, spec, tx.now))
+            if spec is not None:
                 claimed.append((job, spec))
             self._save(tx, job)
             tx.subject = job.job_uuid
