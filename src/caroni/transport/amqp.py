@@ -21,44 +21,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import aio_pika
 from aio_pika.abc import (
-    AbstractIncomingMessage,
     AbstractRobustChannel,
     AbstractRobustConnection,
     AbstractRobustExchange,
-    AbstractRobustQueue,
 )
 from aio_pika.exceptions import (
     CONNECTION_EXCEPTIONS,
-    AMQPConnectionError,
-    ChannelClosed,
-    ChannelInvalidStateError,
     ChannelPreconditionFailed,
-    MessageProcessError,
 )
 from yarl import URL
 
 from caroni.errors import TransportError
-from caroni.protocol.routing import DEFAULT_EXCHANGE
-from caroni.transport.base import Consumer, Delivery, OutgoingMessage, Transport
+from caroni.transport.amqp_consumer import AmqpConsumer, AmqpDelivery
+from caroni.transport.amqp_settings import AmqpSettings, check_tls, mask_url, scrub
+from caroni.transport.base import OutgoingMessage, Transport
 
 log = logging.getLogger(__name__)
 
-# Errors meaning "the channel this delivery came on is gone": the broker has already
-# put the message back in its queue, so an ack/reject that fails this way is moot.
-_LOST_CHANNEL_ERRORS: tuple[type[BaseException], ...] = (
-    ChannelInvalidStateError,
-    ChannelClosed,
-    AMQPConnectionError,
-    ConnectionError,
-)
 
 # Publish failures worth retrying after a reconnect: aio-pika's own list of what a
 # lost connection or channel raises (ChannelInvalidStateError is a RuntimeError), plus
@@ -68,221 +52,6 @@ _RETRYABLE_ERRORS: tuple[type[BaseException], ...] = CONNECTION_EXCEPTIONS
 # How many publishes publish_many keeps waiting for confirmation at once; enough to
 # keep the pipe full, small enough not to hold a huge batch in memory as tasks.
 _PIPELINE_WINDOW = 1000
-
-
-@dataclass(frozen=True, slots=True, repr=False)
-class AmqpSettings:
-    """How to reach RabbitMQ and which exchange to use.
-
-    Args:
-        url: ``amqp://user:password@host:port/vhost``; query parameters such as
-            ``heartbeat`` given here win over the fields below.
-        exchange: the topic exchange every node shares.
-        exchange_durable: declare the exchange durable (our default).
-        compat: declare the exchange exactly as existing peers do (non-durable);
-            overrides ``exchange_durable``.
-        connect_timeout: seconds allowed for the first connection.
-        heartbeat: AMQP heartbeat in seconds; a silent dead link is noticed within
-            about twice this.
-        publish_timeout: seconds one publish keeps retrying (across reconnects) until
-            the broker confirms it, before :class:`TransportError`.
-        reconnect_interval: seconds between reconnection attempts.
-        ca_file, cert_file, key_file: TLS (with an ``amqps://`` URL): the CA to
-            verify the broker with, and this node's client certificate and key.
-            They are loaded before connecting, so a bad file is named in the
-            error; with a plain ``amqp://`` URL they are refused, not ignored.
-        password_file: read the password from this file instead of the URL, so it
-            appears in no command line or environment listing.
-    """
-
-    url: str = "amqp://guest:guest@127.0.0.1:5672/"
-    exchange: str = DEFAULT_EXCHANGE
-    exchange_durable: bool = True
-    compat: bool = False
-    connect_timeout: float = 10.0
-    heartbeat: int = 30
-    publish_timeout: float = 30.0
-    reconnect_interval: float = 1.0
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-    password_file: str | None = None
-
-    @property
-    def declare_exchange_durable(self) -> bool:
-        """The durable flag actually sent in exchange.declare."""
-        return self.exchange_durable and not self.compat
-
-    def __repr__(self) -> str:
-        # Settings end up in logs and tracebacks; the password must not.
-        fields = [f"url={mask_url(self.url)!r}"]
-        fields += [
-            f"{name}={getattr(self, name)!r}" for name in self.__dataclass_fields__ if name != "url"
-        ]
-        return f"AmqpSettings({', '.join(fields)})"
-
-
-def mask_url(url: str | URL) -> str:
-    """``url`` with its password replaced, safe to log or put in an error message."""
-    parsed = URL(url) if isinstance(url, str) else url
-    if parsed.password:
-        parsed = parsed.with_password("******")
-    return str(parsed)
-
-
-def _scrub(text: str, password: str | None) -> str:
-    # Library error messages may quote the URL; never let the password through.
-    return text.replace(password, "******") if password else text
-
-
-def _check_tls(url: URL) -> None:
-    """Load the TLS files ``url`` asks for, so that a wrong path or a key that does
-    not fit fails here with a message naming the file (the TLS library says only
-    "No such file or directory" or "PEM lib"), and refuse TLS files with a plain
-    ``amqp://`` URL, which would otherwise connect without TLS."""
-    files = {option: url.query[option] for option in _TLS_OPTIONS if url.query.get(option)}
-    if url.scheme != "amqps":
-        if files:
-            given = ", ".join(f"{_TLS_OPTIONS[option]} ({option})" for option in files)
-            raise TransportError(
-                f"{given} given, but the URL is {url.scheme}://, which does not use TLS; "
-                "use amqps:// to connect with TLS"
-            )
-        return
-    cafile, certfile, keyfile = (files.get(o) for o in _TLS_OPTIONS)
-    try:
-        context = ssl.create_default_context(cafile=cafile)
-    except OSError as exc:  # ssl.SSLError is an OSError too
-        raise TransportError(f"cannot load ca_file {cafile!r}: {exc}") from exc
-    if keyfile and not certfile:
-        raise TransportError(f"key_file {keyfile!r} given without a cert_file")
-    if certfile:
-        try:
-            context.load_cert_chain(certfile, keyfile)
-        except OSError as exc:
-            raise TransportError(
-                f"cannot load the client certificate from cert_file {certfile!r} "
-                f"(key_file {keyfile!r}): {exc}; key_file must hold the private key of "
-                "that certificate (or cert_file both)"
-            ) from exc
-
-
-# URL query options aio-pika reads for TLS, and our AmqpSettings field for each.
-_TLS_OPTIONS = {"cafile": "ca_file", "certfile": "cert_file", "keyfile": "key_file"}
-
-
-class AmqpDelivery(Delivery):
-    """One message from RabbitMQ, wrapping aio-pika's incoming message."""
-
-    __slots__ = ("body", "routing_key", "reply_to", "message_id", "redelivered", "_message")
-
-    def __init__(self, message: AbstractIncomingMessage) -> None:
-        self.body = message.body
-        self.routing_key = message.routing_key or ""
-        self.reply_to = message.reply_to or ""
-        self.message_id = message.message_id or ""
-        self.redelivered = bool(message.redelivered)
-        self._message = message
-
-    def __repr__(self) -> str:
-        return (
-            f"AmqpDelivery(routing_key={self.routing_key!r}, "
-            f"message_id={self.message_id!r}, redelivered={self.redelivered})"
-        )
-
-    async def ack(self) -> None:
-        try:
-            await self._message.ack()
-        except MessageProcessError as exc:
-            raise TransportError(f"{self!r} was already acked or rejected") from exc
-        except _LOST_CHANNEL_ERRORS as exc:
-            log.warning(
-                "ack of %r did not reach the broker (its channel was lost: %s); "
-                "the broker will redeliver the message",
-                self,
-                type(exc).__name__,
-            )
-
-    async def reject(self, requeue: bool = True) -> None:
-        try:
-            await self._message.reject(requeue=requeue)
-        except MessageProcessError as exc:
-            raise TransportError(f"{self!r} was already acked or rejected") from exc
-        except _LOST_CHANNEL_ERRORS as exc:
-            log.warning(
-                "reject of %r did not reach the broker (its channel was lost: %s); "
-                "the broker will redeliver the message",
-                self,
-                type(exc).__name__,
-            )
-
-
-_CLOSED: Any = object()  # wakes iterators when the consumer closes
-
-
-class AmqpConsumer(Consumer):
-    """Deliveries from one RabbitMQ queue, on a channel of its own."""
-
-    def __init__(
-        self,
-        transport: AmqpTransport,
-        channel: AbstractRobustChannel,
-        queue: AbstractRobustQueue,
-    ) -> None:
-        self._transport = transport
-        self._channel = channel
-        self._queue = queue
-        # Filled by aio-pika's consume callback; bounded in practice by the prefetch.
-        self._buffer: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
-        self._closed = False
-
-    @property
-    def queue(self) -> str:
-        """Name of the queue this consumer reads."""
-        return self._queue.name
-
-    async def _start(self) -> None:
-        # robust=True (the default) makes aio-pika re-consume after a reconnect.
-        await self._queue.consume(self._on_message, no_ack=False)
-
-    async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        if not self._closed:
-            self._buffer.put_nowait(message)
-        # When closed, leave it unacked: closing the channel hands it back.
-
-    def __aiter__(self) -> AsyncIterator[Delivery]:
-        return self
-
-    async def __anext__(self) -> Delivery:
-        while True:
-            if self._closed:
-                raise StopAsyncIteration
-            message = await self._buffer.get()
-            if message is _CLOSED:
-                self._buffer.put_nowait(_CLOSED)  # for any other waiting iterator
-                raise StopAsyncIteration
-            try:
-                message.channel  # noqa: B018 - raises if the channel it came on is gone
-            except ChannelInvalidStateError:
-                # Taken before a connection loss: the broker has requeued it and will
-                # deliver it again on the new channel, so handing it out would only
-                # cause duplicate work.
-                log.debug("dropping delivery from a lost channel: %r", message.message_id)
-                continue
-            return AmqpDelivery(message)
-
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._transport._consumers.discard(self)
-        self._buffer.put_nowait(_CLOSED)
-        try:
-            # Closing the channel (not just basic.cancel) makes the broker requeue
-            # every delivery this consumer took and did not ack.
-            await self._channel.close()
-        except Exception as exc:  # noqa: BLE001 - the connection may be down; fine
-            log.debug("closing consumer channel of %r: %r", self._queue.name, exc)
 
 
 class AmqpTransport(Transport):
@@ -335,7 +104,7 @@ class AmqpTransport(Transport):
             settings = self._settings
             where = mask_url(settings.url)
             url = self._connection_url()
-            _check_tls(url)
+            check_tls(url)
             try:
                 connection = await asyncio.wait_for(
                     aio_pika.connect_robust(url, timeout=settings.connect_timeout),
@@ -347,7 +116,7 @@ class AmqpTransport(Transport):
                     f"no answer within {settings.connect_timeout}s"
                 ) from exc
             except Exception as exc:  # noqa: BLE001 - any connect failure, explained
-                message = _scrub(f"{type(exc).__name__}: {exc}", self._password)
+                message = scrub(f"{type(exc).__name__}: {exc}", self._password)
                 raise TransportError(
                     f"cannot connect to AMQP broker at {where}: {message}"
                 ) from exc
@@ -366,7 +135,7 @@ class AmqpTransport(Transport):
                 if isinstance(exc, Exception):
                     raise TransportError(
                         f"cannot declare exchange {settings.exchange!r} on {where}: "
-                        + _scrub(f"{type(exc).__name__}: {exc}", self._password)
+                        + scrub(f"{type(exc).__name__}: {exc}", self._password)
                     ) from exc
                 raise
             connection.close_callbacks.add(self._on_connection_lost)
@@ -396,7 +165,7 @@ class AmqpTransport(Transport):
             log.warning(
                 "lost connection to %s (%s); reconnecting",
                 mask_url(self._settings.url),
-                _scrub(repr(exc), self._password),
+                scrub(repr(exc), self._password),
             )
 
     def _on_reconnected(self, _sender: object) -> None:
@@ -465,7 +234,7 @@ class AmqpTransport(Transport):
                 raise TransportError(
                     f"broker did not confirm message to {message.routing_key!r} within "
                     f"{self._settings.publish_timeout}s (last error: "
-                    f"{_scrub(repr(last_error), self._password)})"
+                    f"{scrub(repr(last_error), self._password)})"
                 ) from last_error
             try:
                 async with asyncio.timeout(remaining):
@@ -572,3 +341,6 @@ class AmqpTransport(Transport):
             await channel.queue_delete(queue)
         except Exception as exc:  # noqa: BLE001
             raise TransportError(f"cannot delete queue {queue!r}: {exc}") from exc
+
+
+__all__ = ["AmqpConsumer", "AmqpDelivery", "AmqpSettings", "AmqpTransport", "mask_url"]
