@@ -8,7 +8,6 @@ carries the node's messages, and never races the node's own transactions.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import hmac
 import secrets
 import time
@@ -32,7 +31,6 @@ from fastapi.responses import (
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
-from markupsafe import Markup
 from sqlalchemy import Engine
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -40,7 +38,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from caroni import __version__
 from caroni.node.runtime import Node
 from caroni.store.summary import summarize
-from caroni.web import auth
+from caroni.web import auth, formatting
 from caroni.web.states import states_css
 from caroni.web.throttle import LoginThrottle
 from caroni.web.values import clip
@@ -106,7 +104,12 @@ class Site:
             lstrip_blocks=True,
         )
         env.filters.update(
-            when=when, since=since, duration=duration, short=short, urlpart=urlpart, clip=clip
+            when=formatting.when,
+            since=formatting.since,
+            duration=formatting.duration,
+            short=formatting.short,
+            urlpart=formatting.urlpart,
+            clip=clip,
         )
         env.globals.update(version=__version__)
         self.templates = env
@@ -447,46 +450,3 @@ def _safe_next(target: str) -> str:
     if not target.startswith("/") or target.startswith("//") or "\\" in target:
         return "/"
     return target
-
-
-# --- template filters ---------------------------------------------------------------------
-
-
-def when(ts: float | None) -> Markup:
-    """A timestamp as local time, machine-readable in ``datetime``."""
-    if ts is None:
-        return Markup("—")
-    moment = dt.datetime.fromtimestamp(ts).astimezone()
-    return Markup('<time datetime="{}" title="{}">{}</time>').format(
-        moment.isoformat(timespec="seconds"),
-        moment.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        moment.strftime("%Y-%m-%d %H:%M:%S"),
-    )
-
-
-def since(ts: float | None) -> str:
-    if ts is None:
-        return ""
-    return duration(max(time.time() - ts, 0.0))
-
-
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    if seconds < 1:
-        return f"{seconds * 1000:.0f} ms"
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, rest = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes} min {rest} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min"
-
-
-def short(uuid_hex: str | None) -> str:
-    return (uuid_hex or "")[:8]
-
-
-def urlpart(text: str) -> str:
-    return urllib.parse.quote(text, safe="")
