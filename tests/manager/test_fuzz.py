@@ -8,6 +8,7 @@ the workflow never breaks its invariants.
 from __future__ import annotations
 
 import contextlib
+import functools
 import uuid
 
 from hypothesis import HealthCheck, given, settings
@@ -31,6 +32,10 @@ STATUSES = [  # weighted towards the ones that move a step on
     pb.JOB_STATUS_PAUSED,
 ]
 KEYS = ["jobout", "outSB", "out", "message", "junk", ""]
+# Offers from an agent of ours (the job lease holds for it) and from an agent of
+# another implementation (it holds only once the agent answered a status request).
+offer_from_ours = functools.partial(handlers.on_offer, ours=True)
+offer_from_a_peer = functools.partial(handlers.on_offer, ours=False)
 
 # One action: (kind, which known uuid to use, agent index, a status or key index, a value)
 actions = st.lists(
@@ -89,7 +94,7 @@ class World:
             message = pb.JobFulfillmentOffer(
                 request_uuid=uuid.UUID(hex=attempt.request_uuid).bytes, offer_uuid=offer_uuid
             )
-            return handlers.on_offer, message, agent
+            return offer_from_ours, message, agent
         if attempt.state == AttemptState.ACCEPTING:
             assert attempt.offer_uuid is not None
             job = uuid.uuid4().bytes
@@ -118,7 +123,7 @@ class World:
             if kind == "decline":
                 return handlers.on_decline, pb.JobFulfillmentDecline(request_uuid=request), sender
             offer = pb.JobFulfillmentOffer(request_uuid=request, offer_uuid=uuid.uuid4().bytes)
-            return handlers.on_offer, offer, sender
+            return (offer_from_ours if choice % 2 else offer_from_a_peer), offer, sender
         if kind == "accepted":
             offer_uuid, agent = self.pick(self.accepted, index) or (random_uuid, stranger)
             job = uuid.uuid4().bytes
