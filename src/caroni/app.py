@@ -154,6 +154,7 @@ class ManagerNode(_NodeService):
         timings: Timings = DEFAULT_TIMINGS,
         max_running: int = DEFAULT_MAX_RUNNING,
         speaks: frozenset[str] = SPOKEN,
+        shared_requests: bool = False,
     ) -> None:
         super().__init__(transport, db_url, http, trust, speaks)
         self.name = name  # shown on its web site; peers never see it
@@ -162,6 +163,7 @@ class ManagerNode(_NodeService):
             timings=timings,
             max_running=max_running,
             signed=self.trust.require_signatures,
+            shared_requests=shared_requests,
         )
 
     async def start(self) -> None:

@@ -1,6 +1,8 @@
-"""Extensions are used only between nodes that both announce them: with three of
-our agents serving one job type each, a manager that announces silent declines
-hears no decline, and one that speaks only the shared protocol hears them all."""
+"""Extensions are used only between nodes that both announce them. With three of
+our agents serving one job type each: a manager speaking typed requests reaches
+only the agents of each request's type and hears no decline; when either side
+speaks only the shared protocol, requests go to the plain key, every agent hears
+each, and the two that do not serve its type decline it."""
 
 from __future__ import annotations
 
@@ -16,35 +18,38 @@ from caroni.client import Client
 from caroni.demo import demo_template_paths
 from caroni.demo.main import DEMO_JOB_TYPES
 from caroni.manager.templates import load_template_file
+from caroni.protocol import FULFILLMENT_KEY, fulfillment_key_for
 from caroni.protocol.extensions import SPOKEN
 from caroni.store.tables import message_log
 from caroni.transport.memory import MemoryBroker, MemoryTransport
 from tests.waiting import eventually
 
 WORKFLOWS = 4
-STEPS = 3  # test_simple: one step of each of the three job types
+JOB_TYPES = ("foojob0", "foojob1", "foojob2")  # test_simple: one step of each
+STEPS = len(JOB_TYPES)
 
 NOTHING: frozenset[str] = frozenset()
 
 
-def _logged(node: ManagerNode | AgentNode, direction: str, type_name: str) -> int:
+def _logged(
+    node: ManagerNode | AgentNode, direction: str, type_name: str, peer: str | None = None
+) -> int:
     query = select(func.count()).where(
         message_log.c.direction == direction, message_log.c.type_name == type_name
     )
+    if peer is not None:
+        query = query.where(message_log.c.peer == peer)
     with node.engine.connect() as conn:
         return int(conn.execute(query).scalar_one())
 
 
 @pytest.mark.parametrize(
-    ("manager_speaks", "agents_speak", "declines_per_request"),
-    [(SPOKEN, SPOKEN, 0), (NOTHING, SPOKEN, 2), (SPOKEN, NOTHING, 2)],
+    ("manager_speaks", "agents_speak"),
+    [(SPOKEN, SPOKEN), (NOTHING, SPOKEN), (SPOKEN, NOTHING)],
     ids=["both-announce", "manager-shared-only", "agents-shared-only"],
 )
-async def test_silent_declines_only_between_nodes_that_both_speak_them(
-    tmp_path: Path,
-    manager_speaks: frozenset[str],
-    agents_speak: frozenset[str],
-    declines_per_request: int,
+async def test_extensions_only_between_nodes_that_both_speak_them(
+    tmp_path: Path, manager_speaks: frozenset[str], agents_speak: frozenset[str]
 ) -> None:
     broker = MemoryBroker()
     manager = ManagerNode(
@@ -69,7 +74,7 @@ async def test_silent_declines_only_between_nodes_that_both_speak_them(
     try:
         await manager.add_template(load_template_file(demo_template_paths()["test_simple"]))
         specs = {spec.name: spec for spec in load_job_types(DEMO_JOB_TYPES)}
-        for agent, job_type in zip(agents, ("foojob0", "foojob1", "foojob2"), strict=True):
+        for agent, job_type in zip(agents, JOB_TYPES, strict=True):
             await agent.add_job_type(specs[job_type])  # one job type each
         async with Client(client_transport, manager.key) as client:
             ids = [
@@ -79,16 +84,28 @@ async def test_silent_declines_only_between_nodes_that_both_speak_them(
             for workflow_id in ids:
                 status = await client.wait(workflow_id, timeout=60)
                 assert status.state == "completed", status.reason
-        requests = _logged(manager, "out", "JobFulfillmentRequest")
-        assert requests >= WORKFLOWS * STEPS
+        # What the manager sent where: to each type's key, and to the plain key.
+        plain = _logged(manager, "out", "JobFulfillmentRequest", FULFILLMENT_KEY)
+        typed = {
+            job_type: _logged(
+                manager, "out", "JobFulfillmentRequest", fulfillment_key_for(job_type)
+            )
+            for job_type in JOB_TYPES
+        }
+        both_typed = bool(manager_speaks) and bool(agents_speak)
+        assert plain + sum(typed.values()) >= WORKFLOWS * STEPS
+        if both_typed:
+            assert sum(typed.values()) >= WORKFLOWS * STEPS, "first broadcasts are typed"
+        # Each agent hears the plain copies, and those of its own type if it binds them.
+        expected = [plain + (typed[job_type] if agents_speak else 0) for job_type in JOB_TYPES]
 
-        def every_agent_heard_every_request() -> bool:
+        def every_agent_heard_its_requests() -> bool:
             heard = [_logged(agent, "in", "JobFulfillmentRequest") for agent in agents]
-            return heard == [requests] * len(agents)
+            return heard == expected
 
-        await eventually(every_agent_heard_every_request, "every request handled by every agent")
+        await eventually(every_agent_heard_its_requests, "every agent to hear its requests")
         declines = sum(_logged(agent, "out", "JobFulfillmentDecline") for agent in agents)
-        assert declines == declines_per_request * requests
+        assert declines == (0 if both_typed else 2 * plain)
     finally:
         await client_transport.close()
         for node in reversed(nodes):

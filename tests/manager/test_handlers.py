@@ -10,6 +10,7 @@ from caroni.core import Send, counting_ids
 from caroni.errors import SetAside
 from caroni.manager import handlers
 from caroni.manager.handlers import raw_of
+from caroni.manager.handlers.attempts import route_requests
 from caroni.manager.model import AttemptState, Step, StepState, Workflow, WorkflowState
 from caroni.manager.templates import Source, StepSpec, Template
 from caroni.protocol import FULFILLMENT_KEY, pb
@@ -117,7 +118,8 @@ def fail(workflow: Workflow, step: str, reason: str) -> list[Send]:
 def test_create_requests_every_step_with_its_input_names() -> None:
     workflow, sends = new_workflow()
     assert workflow.state == WorkflowState.RUNNING
-    assert [s.to for s in sends] == [FULFILLMENT_KEY] * 3
+    # First to the key of each job type (agents of ours that serve it).
+    assert [s.to for s in sends] == [f"{FULFILLMENT_KEY}.foojob{n}" for n in range(3)]
     requests = [s.message for s in sends]
     assert [r.job_type_name for r in requests] == ["foojob0", "foojob1", "foojob2"]
     assert [[(p.key, p.value) for p in r.parameters] for r in requests] == [
@@ -341,7 +343,9 @@ def test_unanswered_requests_are_broadcast_again_with_backoff_and_stall_the_work
     assert wake == 1000.0 + T.rebroadcast_first
     assert handlers.on_tick(workflow, wake - 0.1) == []
     sends = handlers.on_tick(workflow, wake)
-    assert len(sends) == 3 and all(s.to == FULFILLMENT_KEY for s in sends)
+    # Again to the type's key, and now to the plain key too, for every agent.
+    assert [s.to for s in sends[:2]] == [f"{FULFILLMENT_KEY}.foojob0", FULFILLMENT_KEY]
+    assert len(sends) == 6 and sum(s.to == FULFILLMENT_KEY for s in sends) == 3
     assert sends[0].message.request_uuid == requests[0].message.request_uuid
     assert handlers.next_wake(workflow) == wake + 2 * T.rebroadcast_first
     handlers.on_tick(workflow, 1000.0 + T.stalled_after)
@@ -595,3 +599,16 @@ def test_handlers_given_the_same_ids_decide_the_same() -> None:
     first, second = run(), run()
     assert first == second
     assert first[0] != first[1], "a new attempt has a new request id"
+
+
+def test_requests_go_where_the_manager_speaks_them() -> None:
+    """Typed keys only from a manager that speaks typed requests; told to serve other
+    implementations' agents at once, every request also goes to the plain key."""
+    _, sends = new_workflow()
+    typed = route_requests(sends, typed=True, shared=False)
+    assert [s.to for s in typed] == [f"{FULFILLMENT_KEY}.foojob{n}" for n in range(3)]
+    assert [s.to for s in route_requests(sends, typed=False, shared=False)] == [FULFILLMENT_KEY] * 3
+    shared = route_requests(sends, typed=True, shared=True)
+    assert sorted(s.to for s in shared) == sorted(
+        [FULFILLMENT_KEY] * 3 + [f"{FULFILLMENT_KEY}.foojob{n}" for n in range(3)]
+    )

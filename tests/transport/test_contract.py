@@ -279,3 +279,18 @@ async def test_publish_many_delivers_each_exactly_once(
     assert len(ids) == 500
     assert set(ids) == {f"m{i}" for i in range(500)}
     assert all(d.body == d.message_id[1:].encode() for d in deliveries[:-1])
+
+
+async def test_a_consumer_binds_more_keys_while_it_consumes(
+    transport_factory: TransportFactory,
+) -> None:
+    node = await transport_factory()
+    collector = Collector(await node.consume("growing", ["a.first"]), ack=True)
+    await node.publish("a.later", b"", message_id="missed")  # not bound yet: dropped
+    await node.publish("a.first", b"", message_id="one")
+    assert (await collector.next()).message_id == "one"
+    await collector.consumer.bind("a.later")
+    await collector.consumer.bind("a.later")  # twice changes nothing
+    await node.publish("a.later", b"", message_id="two")
+    assert (await collector.next()).message_id == "two"
+    assert [d.message_id for d in collector.received] == ["one", "two"]

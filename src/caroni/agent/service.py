@@ -21,8 +21,8 @@ from caroni.backoff import Backoff
 from caroni.core import Incoming
 from caroni.errors import SetAside
 from caroni.node.tx import Tx
-from caroni.protocol import FULFILLMENT_KEY
-from caroni.protocol.extensions import SILENT_DECLINES
+from caroni.protocol import FULFILLMENT_KEY, fulfillment_key_for
+from caroni.protocol.extensions import SILENT_DECLINES, TYPED_REQUESTS
 
 if TYPE_CHECKING:
     from caroni.node.runtime import Node
@@ -137,6 +137,9 @@ class AgentRole:
             tx.after_commit(lambda: self._install(spec))
 
         await self._node.transact(write)
+        typed = fulfillment_key_for(spec.name)
+        if TYPED_REQUESTS in self._node.speaks and typed is not None:
+            await self._node.listen_to(typed)
 
     def _install(self, spec: JobTypeSpec) -> None:
         self.catalogue = {**self.catalogue, spec.name: spec}
@@ -144,12 +147,32 @@ class AgentRole:
     # --- messages -----------------------------------------------------------------------
 
     def bindings(self, own_key: str) -> list[str]:
-        return [FULFILLMENT_KEY, own_key]
+        """The plain broadcast key (every manager's requests), its own key, and with
+        typed requests the keys of the job types it serves."""
+        keys = [FULFILLMENT_KEY, own_key]
+        if self._node is not None and TYPED_REQUESTS in self._node.speaks:
+            typed = (fulfillment_key_for(name) for name in self.catalogue)
+            keys += sorted(key for key in typed if key is not None)
+        return keys
+
+    @staticmethod
+    def _heard_typed_copy(tx: Tx, incoming: Incoming) -> bool:
+        """Whether a request is the plain copy of one its manager also sent to the key
+        of its job type: this agent has that copy if it serves the type, and nothing
+        to say if it does not."""
+        return (
+            incoming.routing_key == FULFILLMENT_KEY
+            and TYPED_REQUESTS in tx.speaks
+            and TYPED_REQUESTS in incoming.opened.extensions
+            and fulfillment_key_for(incoming.message.job_type_name) is not None
+        )
 
     def handle(self, tx: Tx, incoming: Incoming) -> None:
         kind = incoming.type_name
         msg = incoming.message
         if kind == "JobFulfillmentRequest":
+            if self._heard_typed_copy(tx, incoming):
+                return
             tx.subject = uuid.UUID(bytes=msg.request_uuid).hex
             load = self._load(tx)
             work = self._work(tx)

@@ -78,6 +78,15 @@ def manager(
         typer.Option(help="Trusted name allowed to start workflows (repeatable; default: any)."),
     ] = None,
     shared_protocol_only: SharedProtocolOnly = False,
+    shared_requests: Annotated[
+        bool,
+        typer.Option(
+            "--shared-requests",
+            envvar="CARONI_SHARED_REQUESTS",
+            help="Send every request to the plain key at once too, so that agents of "
+            "other Caroni implementations need not wait for it to be broadcast again.",
+        ),
+    ] = False,
     verbose: Verbose = 0,
 ) -> None:
     """Run a workflow manager until interrupted."""
@@ -109,6 +118,7 @@ def manager(
         timings=timings,
         max_running=max_running,
         speaks=spoken(shared_protocol_only),
+        shared_requests=shared_requests,
     )
 
     async def start() -> None:

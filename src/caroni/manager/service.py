@@ -11,11 +11,13 @@ from typing import Any
 from caroni.core import Incoming, NewId, Send
 from caroni.errors import SetAside
 from caroni.manager import handlers
+from caroni.manager.handlers.attempts import route_requests
 from caroni.manager.model import DEFAULT_MAX_ATTEMPTS, Workflow, WorkflowState
 from caroni.manager.store import Loaded, WorkflowStore
 from caroni.manager.templates import Template
 from caroni.node.tx import Tx
 from caroni.protocol import pb
+from caroni.protocol.extensions import TYPED_REQUESTS
 
 log = logging.getLogger("caroni.manager")
 
@@ -49,8 +51,12 @@ class ManagerRole:
         timings: handlers.Timings = handlers.DEFAULT_TIMINGS,
         max_running: int = DEFAULT_MAX_RUNNING,
         signed: bool = False,
+        shared_requests: bool = False,
     ) -> None:
         self.store = WorkflowStore(timings)
+        # Every request also to the plain key at once, not only when broadcast again:
+        # for a federation whose agents of other implementations should not wait.
+        self.shared_requests = shared_requests
         # Signatures required: a WorkFlowCancel must be signed by the workflow's submitter.
         self.signed = signed
         self.timings = timings
@@ -73,6 +79,10 @@ class ManagerRole:
     ) -> list[Send]:
         return handlers.on_offer(workflow, msg, reply_to, now, self.timings, ours=ours)
 
+    def _send(self, tx: Tx, sends: list[Send]) -> None:
+        typed = TYPED_REQUESTS in tx.speaks
+        tx.send_all(route_requests(sends, typed=typed, shared=self.shared_requests))
+
     def bindings(self, own_key: str) -> list[str]:
         return [own_key]
 
@@ -87,7 +97,9 @@ class ManagerRole:
                 raise SetAside(f"{kind} names {field} {key}, which no workflow here has")
             tx.subject = loaded.workflow.id
             ours = incoming.opened.sender is not None
-            tx.send_all(handler(loaded.workflow, msg, incoming.reply_to, tx.now, tx.new_id, ours))
+            self._send(
+                tx, handler(loaded.workflow, msg, incoming.reply_to, tx.now, tx.new_id, ours)
+            )
             _log_state(loaded.workflow, kind)
         elif kind == "WorkFlowCreate":
             self.create(tx, msg, incoming.reply_to, incoming.opened.signator)
@@ -156,7 +168,7 @@ class ManagerRole:
         if self.max_running and workflow.state == WorkflowState.RUNNING:
             self._work(tx).running = self._running(tx) + 1
         tx.subject = workflow.id
-        tx.send_all(sends)
+        self._send(tx, sends)
         _log_state(workflow, "WorkFlowCreate")
         return workflow
 
@@ -170,7 +182,7 @@ class ManagerRole:
         if loaded is None:
             return None
         tx.subject = loaded.workflow.id
-        tx.send_all(handlers.cancel(loaded.workflow, reason, tx.now))
+        self._send(tx, handlers.cancel(loaded.workflow, reason, tx.now))
         return loaded.workflow
 
     def add_template(self, tx: Tx, template: Template) -> None:
@@ -182,7 +194,9 @@ class ManagerRole:
             if loaded is None:
                 continue
             tx.subject = workflow_id
-            tx.send_all(handlers.on_tick(loaded.workflow, tx.now, self.timings, new_id=tx.new_id))
+            self._send(
+                tx, handlers.on_tick(loaded.workflow, tx.now, self.timings, new_id=tx.new_id)
+            )
             tx.tag_traffic()  # each workflow's messages logged under its own id
         # Written now, so that the next wake below counts these workflows' timers.
         admitted = self._save_opened(tx)
@@ -271,7 +285,7 @@ class ManagerRole:
         started = self.store.waiting(tx.conn, room)
         for loaded in started:
             tx.subject = loaded.workflow.id
-            tx.send_all(handlers.start_workflow(loaded.workflow, tx.now, new_id=tx.new_id))
+            self._send(tx, handlers.start_workflow(loaded.workflow, tx.now, new_id=tx.new_id))
             tx.tag_traffic()
         self.store.save(tx.conn, started)
 

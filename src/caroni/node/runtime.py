@@ -127,14 +127,16 @@ class Node:
         self._backoff = Backoff()  # between tries of deliveries given back
         self._give_backs = GiveBacks()
         self._consumer: Consumer | None = None
+        self._bindings: set[str] = set()  # routing patterns the node's queue is bound to
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
 
     # --- life cycle ---------------------------------------------------------------
 
     async def start(self) -> None:
+        self._bindings = set(self.role.bindings(self.own_key))
         self._consumer = await self.transport.consume(
-            self.queue_name, self.role.bindings(self.own_key), prefetch=self.prefetch
+            self.queue_name, sorted(self._bindings), prefetch=self.prefetch
         )
         # Publish what a previous run left behind; what is committed from now on is
         # handed over in memory.
@@ -147,6 +149,15 @@ class Node:
             self._vacuum_loop(),
         ):
             self._tasks.append(asyncio.create_task(coro))
+
+    async def listen_to(self, pattern: str) -> None:
+        """Also receive what is routed by ``pattern`` from now on (a job type an agent
+        has begun to serve)."""
+        if pattern in self._bindings:
+            return
+        self._bindings.add(pattern)
+        if self._consumer is not None:
+            await self._consumer.bind(pattern)
 
     async def stop(self) -> None:
         """Stop consuming; unacked deliveries return to the queue."""

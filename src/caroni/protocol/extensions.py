@@ -13,7 +13,14 @@ SILENT_DECLINES = "caroni.silent-declines/1"
 does not serve; an agent that speaks it answers such requests with silence. With
 many agents, declines were most of the messages of a request."""
 
-SPOKEN: frozenset[str] = frozenset({SILENT_DECLINES})
+TYPED_REQUESTS = "caroni.typed-requests/1"
+"""A manager that announces it publishes a request to the key of its job type
+(``routing.fulfillment_key_for``) first, and to the plain broadcast key as well
+only when it broadcasts it again; an agent that speaks it binds the keys of the
+types it serves, and leaves the plain copies of such a manager's requests alone
+(it hears the typed copy). Agents that serve other types never see the request."""
+
+SPOKEN: frozenset[str] = frozenset({SILENT_DECLINES, TYPED_REQUESTS})
 """What our nodes speak unless told to speak only the shared protocol."""
 
 MAX_EXTENSIONS = 16  # announced per envelope; more is refused as bad input

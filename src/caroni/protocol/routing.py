@@ -14,6 +14,24 @@ import uuid
 FULFILLMENT_KEY = "wf.agent.fulfillment"
 """Broadcast key for JobFulfillmentRequest; every agent binds it."""
 
+_TYPED_PREFIX = FULFILLMENT_KEY + "."
+_PLAIN = re.compile(r"[A-Za-z0-9_-]")
+_MAX_KEY_BYTES = 255  # AMQP's limit on a routing key
+
+
+def fulfillment_key_for(job_type: str) -> str | None:
+    """The key requests for ``job_type`` go to between our nodes
+    (``wf.agent.fulfillment.<job type>``, every character but letters, digits, ``_``
+    and ``-`` percent-escaped so that the type is one word of the key); None when
+    that key would be longer than AMQP allows (such requests use the plain key)."""
+    word = "".join(
+        char if _PLAIN.fullmatch(char) else "".join(f"%{b:02X}" for b in char.encode())
+        for char in job_type
+    )
+    key = _TYPED_PREFIX + word
+    return key if word and len(key.encode()) <= _MAX_KEY_BYTES else None
+
+
 DEFAULT_EXCHANGE = "caroni_exchange"
 """The topic exchange existing peers use unless configured otherwise."""
 

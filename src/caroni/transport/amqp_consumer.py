@@ -107,6 +107,16 @@ class AmqpConsumer(Consumer):
         """Name of the queue this consumer reads."""
         return self._queue.name
 
+    async def bind(self, pattern: str) -> None:
+        # A robust queue re-binds what it was bound to after a reconnect.
+        try:
+            await self._queue.bind(self._transport._settings.exchange, pattern)
+        except Exception as exc:  # noqa: BLE001 - explained to the caller
+            raise TransportError(
+                f"cannot bind queue {self._queue.name!r} to {pattern!r}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+
     async def _start(self) -> None:
         # robust=True (the default) makes aio-pika re-consume after a reconnect.
         await self._queue.consume(self._on_message, no_ack=False)

@@ -56,6 +56,11 @@ class Consumer(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None: ...
 
+    @abc.abstractmethod
+    async def bind(self, pattern: str) -> None:
+        """Also route messages whose key matches ``pattern`` to this queue (kept across
+        reconnects; binding a pattern twice changes nothing)."""
+
     async def __aenter__(self) -> Consumer:
         return self
 

@@ -223,6 +223,9 @@ class MemoryConsumer(Consumer):
         """Name of the queue this consumer reads."""
         return self._queue.name
 
+    async def bind(self, pattern: str) -> None:
+        self._broker._bind(self._queue, pattern)
+
     def _has_room(self) -> bool:
         return not self._closed and (self._prefetch == 0 or len(self._unacked) < self._prefetch)
 

@@ -13,10 +13,10 @@ from caroni.manager.model import (
     Workflow,
     WorkflowState,
 )
-from caroni.protocol import FULFILLMENT_KEY, pb
+from caroni.protocol import FULFILLMENT_KEY, fulfillment_key_for, pb
 
 
-def request_attempt(workflow: Workflow, step: Step, now: float, new_id: NewId) -> Send:
+def request_attempt(workflow: Workflow, step: Step, now: float, new_id: NewId) -> list[Send]:
     """Start a new attempt of ``step`` by broadcasting a fulfillment request."""
     attempt = Attempt(
         number=len(step.attempts) + 1,
@@ -26,7 +26,44 @@ def request_attempt(workflow: Workflow, step: Step, now: float, new_id: NewId) -
     )
     step.attempts.append(attempt)
     step.state = StepState.WAITING
-    return Send(FULFILLMENT_KEY, request_message(step, attempt))
+    return request_sends(step, attempt)
+
+
+def request_sends(step: Step, attempt: Attempt) -> list[Send]:
+    """Where a request goes: when first broadcast, to the key of its job type (our
+    agents that serve the type bind it); when broadcast again, to the plain key as
+    well, where every agent hears it, those of other implementations too. (A manager
+    that does not speak typed requests sends them all to the plain key: see
+    ``route_requests``.)"""
+    message = request_message(step, attempt)
+    typed = fulfillment_key_for(step.job_type)
+    if typed is None:
+        return [Send(FULFILLMENT_KEY, message)]
+    if attempt.broadcasts <= 1:
+        return [Send(typed, message)]
+    return [Send(typed, message), Send(FULFILLMENT_KEY, message)]
+
+
+def route_requests(sends: list[Send], *, typed: bool, shared: bool) -> list[Send]:
+    """Requests as this manager sends them: ``typed`` (it speaks typed requests) keeps
+    the keys of their job types, else each goes to the plain key once; ``shared``
+    (told to serve agents of other implementations at once) adds the plain key to
+    every request."""
+    routed: list[Send] = []
+    plain_sent: set[bytes] = set()
+    for send in sends:
+        if not isinstance(send.message, pb.JobFulfillmentRequest):
+            routed.append(send)
+            continue
+        request = send.message.request_uuid
+        if typed and send.to != FULFILLMENT_KEY:
+            routed.append(send)
+            if not shared:
+                continue
+        if request not in plain_sent:
+            plain_sent.add(request)
+            routed.append(Send(FULFILLMENT_KEY, send.message))
+    return routed
 
 
 def request_message(step: Step, attempt: Attempt) -> pb.JobFulfillmentRequest:
@@ -58,7 +95,7 @@ def give_up(
         kill = pb.JobKill(job_uuid=raw_of(attempt.job_uuid), kill_info=reason)
         sends.append(Send(attempt.agent_key, kill))
     if retry and len(step.attempts) < workflow.max_attempts:
-        return sends + [request_attempt(workflow, step, now, new_id)]
+        return sends + request_attempt(workflow, step, now, new_id)
     step.state = StepState.FAILED
     step.reason = reason
     tries = len(step.attempts)

@@ -111,5 +111,9 @@ def start_workflow(workflow: Workflow, now: float, *, new_id: NewId = random_ids
     workflow.state = WorkflowState.RUNNING
     workflow.reason = ""
     workflow.updated_at = now
-    sends = [request_attempt(workflow, step, now, new_id) for step in workflow.steps.values()]
+    sends = [
+        send
+        for step in workflow.steps.values()
+        for send in request_attempt(workflow, step, now, new_id)
+    ]
     return sends + record_outputs(workflow, now)

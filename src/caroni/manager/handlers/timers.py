@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from caroni.core import NewId, Send, random_ids
-from caroni.manager.handlers.attempts import give_up, request_message
+from caroni.manager.handlers.attempts import give_up, request_sends
 from caroni.manager.handlers.common import DEFAULT_TIMINGS, Timings, raw_of
 from caroni.manager.handlers.messages import close_window
 from caroni.manager.model import (
@@ -12,7 +12,7 @@ from caroni.manager.model import (
     Workflow,
     WorkflowState,
 )
-from caroni.protocol import FULFILLMENT_KEY, pb
+from caroni.protocol import pb
 
 
 def _rebroadcast_at(attempt: Attempt, timings: Timings) -> float:
@@ -86,7 +86,7 @@ def on_tick(
             if now >= _rebroadcast_at(current, timings):
                 current.broadcasts += 1
                 current.updated_at = now
-                sends.append(Send(FULFILLMENT_KEY, request_message(step, current)))
+                sends += request_sends(step, current)
             if waited >= timings.stalled_after:
                 waiting.append(step.job_type)
         elif current.state == AttemptState.ACCEPTING:
