@@ -4,8 +4,9 @@ Managers and agents run embedded (memory transport, SQLite), each agent serving
 one of the three job types of the demo workflow (every agent serves all three when
 there are fewer than three). For each number of agents the same workflows run
 twice: with our extensions on, and with every node speaking only the shared
-protocol. Printed per step: messages published (by every node, counted at the
-broker) and CPU time of the whole process.
+protocol. Printed per step: messages published (by every node, as confirmed),
+deliveries taken by the nodes (a broadcast is delivered to every queue bound to
+it), and CPU time of the whole process (all nodes).
 
     python -m benchmarks.scale --agents 1,10,50 --managers 2 --workflows 10
 """
@@ -39,11 +40,16 @@ class Result:
     extensions: bool
     steps: int
     messages: int
+    deliveries: int
     cpu_seconds: float
 
     @property
     def messages_per_step(self) -> float:
         return self.messages / self.steps
+
+    @property
+    def deliveries_per_step(self) -> float:
+        return self.deliveries / self.steps
 
     @property
     def cpu_ms_per_step(self) -> float:
@@ -84,6 +90,7 @@ async def run_once(agents: int, managers: int, workflows: int, extensions: bool)
         client_transport = MemoryTransport(broker)
         await client_transport.connect()
         published_before = sum(node.node.counters["published"] for node in nodes)
+        received_before = sum(_received(node) for node in nodes)
         cpu_before = time.process_time()
         try:
             clients = [Client(client_transport, manager.key) for manager in manager_nodes]
@@ -102,23 +109,30 @@ async def run_once(agents: int, managers: int, workflows: int, extensions: bool)
             await asyncio.gather(*(run_all(client) for client in clients))
             cpu = time.process_time() - cpu_before
             published = sum(node.node.counters["published"] for node in nodes) - published_before
+            received = sum(_received(node) for node in nodes) - received_before
         finally:
             await client_transport.close()
             for node in reversed(nodes):
                 await node.stop()
                 await node.transport.close()
-    return Result(agents, extensions, managers * workflows * STEPS, published, cpu)
+    return Result(agents, extensions, managers * workflows * STEPS, published, received, cpu)
+
+
+def _received(node: ManagerNode | AgentNode) -> int:
+    """Deliveries a node has taken from its queue (whatever became of them)."""
+    counters = node.node.counters
+    return counters["handled"] + counters["duplicates"] + counters["dead_lettered"]
 
 
 def table(results: list[Result]) -> str:
     lines = [
-        "| agents | extensions | steps | messages/step | CPU ms/step (all nodes) |",
-        "|---:|---|---:|---:|---:|",
+        "| agents | extensions | steps | published/step | delivered/step | CPU ms/step |",
+        "|---:|---|---:|---:|---:|---:|",
     ]
     for r in results:
         lines.append(
             f"| {r.agents} | {'on' if r.extensions else 'off (shared protocol)'} | {r.steps} "
-            f"| {r.messages_per_step:.1f} | {r.cpu_ms_per_step:.1f} |"
+            f"| {r.messages_per_step:.1f} | {r.deliveries_per_step:.1f} | {r.cpu_ms_per_step:.1f} |"
         )
     return "\n".join(lines)
 
@@ -135,7 +149,8 @@ def main() -> None:
             result = asyncio.run(run_once(agents, args.managers, args.workflows, extensions))
             print(
                 f"{agents} agents, extensions {'on' if extensions else 'off'}: "
-                f"{result.messages_per_step:.1f} messages/step, "
+                f"{result.messages_per_step:.1f} published/step, "
+                f"{result.deliveries_per_step:.1f} delivered/step, "
                 f"{result.cpu_ms_per_step:.1f} CPU ms/step",
                 flush=True,
             )
