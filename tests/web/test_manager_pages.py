@@ -110,7 +110,9 @@ async def test_the_start_form_starts_the_demo_workflow_and_its_page_shows_it_all
     dag = page[page.index('class="dag"') : page.index("</svg>", page.index('class="dag"'))]
     assert dag.count('data-state="completed"') == 4  # three steps and the output
     assert page.count('class="message message-') > 10
-    assert 'data-lane="wf.agent.fulfillment"' in page
+    # Requests go to the agents of each step's job type, each a lane of its own.
+    assert 'data-lane="wf.agent.fulfillment.foojob0"' in page
+    assert "agents of foojob0" in page
     assert f'data-lane="{cluster.agents[0].key}"' in page
     assert ">agent-1<" in page  # the agent's lane is labelled with its site name
 

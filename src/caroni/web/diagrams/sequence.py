@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -104,15 +105,25 @@ def sequence_lanes(
         if message.peer and message.peer != own_key and message.peer not in peers:
             peers.append(message.peer)
     clients = [p for p in peers if p.startswith("wf.client.")]
-    broadcast = [p for p in peers if p == FULFILLMENT_KEY]
+    broadcast = [p for p in peers if p == FULFILLMENT_KEY or p.startswith(_TYPED)]
     others = [p for p in peers if p not in clients and p not in broadcast]
     lanes = [Lane(p, "client", _short_key(p)) for p in clients]
     lanes.append(Lane(own_key, own_label, _short_key(own_key)))
-    lanes += [Lane(p, "all agents", "broadcast") for p in broadcast]
+    lanes += [_broadcast_lane(p) for p in broadcast]
     for peer in others:
         role = "manager" if peer.startswith("wf.manager.") else "agent"
         lanes.append(Lane(peer, names.get(peer, role), _short_key(peer)))
     return lanes
+
+
+_TYPED = FULFILLMENT_KEY + "."  # requests to the agents of one job type
+
+
+def _broadcast_lane(key: str) -> Lane:
+    if key == FULFILLMENT_KEY:
+        return Lane(key, "all agents", "broadcast")
+    job_type = urllib.parse.unquote(key.removeprefix(_TYPED))
+    return Lane(key, f"agents of {job_type}", "broadcast")
 
 
 _LANE_W, _ROW_H, _HEAD_H, _TIME_W = 190, 30, 54, 78
