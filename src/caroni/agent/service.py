@@ -7,7 +7,6 @@ import functools
 import logging
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,6 +16,7 @@ from caroni.agent.jobtypes import JobTypeSpec
 from caroni.agent.model import AgentJob, JobResult, JobStatus, Load, Offer, Policy
 from caroni.agent.runner import run_job
 from caroni.agent.store import AgentStore
+from caroni.agent.work import AgentWork
 from caroni.backoff import Backoff
 from caroni.core import Incoming
 from caroni.errors import SetAside
@@ -28,37 +28,6 @@ if TYPE_CHECKING:
     from caroni.node.runtime import Node
 
 log = logging.getLogger("caroni.agent")
-
-
-@dataclass
-class AgentWork:
-    """The jobs and offers one transaction has read or changed (a batch of messages
-    about many jobs costs a statement or two, not one or two per message), and how
-    busy the agent is, counted once per transaction."""
-
-    role: AgentRole
-    tx: Tx
-    jobs: dict[str, AgentJob] = field(default_factory=dict)
-    changed: dict[str, bool] = field(default_factory=dict)  # job uuid -> is new
-    new_offers: list[Offer] = field(default_factory=list)
-    open_offers: dict[tuple[str, str], Offer] = field(default_factory=dict)
-    requests_read: set[str] = field(default_factory=set)  # their open offers are known
-    load: Load | None = None  # jobs running and reserved, once counted
-    offers_to: dict[str, int] | None = None  # open offers by manager, counted with load
-    running: int | None = None  # jobs running, once counted for a claim
-
-    def forget_counts(self) -> None:
-        """What jobs and offers count for may change: count them again when asked."""
-        self.load = self.offers_to = self.running = None
-
-    def prefetch(self, incoming: Sequence[Incoming]) -> None:
-        self.role.prefetch(self.tx, incoming)
-
-    def write(self) -> None:
-        self.role._write(self.tx)
-
-    def after_commit(self) -> None:
-        pass
 
 
 class AgentRole:
@@ -275,7 +244,7 @@ class AgentRole:
         """
         work = self._work(tx)
         if work.load is None:
-            self._write(tx)  # count what this transaction changed too
+            self.write_changes(tx)  # count what this transaction changed too
             counts = self.store.count_live(tx.conn)
             reserved = sum(counts.get(str(s), 0) for s in (JobStatus.PENDING, JobStatus.QUEUED))
             work.offers_to = self.store.open_offers(tx.conn)
@@ -340,7 +309,7 @@ class AgentRole:
             unit.open_offers[(offer.request_uuid, offer.manager_key)] = offer
         unit.requests_read.update(request_uuids)
 
-    def _write(self, tx: Tx) -> None:
+    def write_changes(self, tx: Tx) -> None:
         """Write the offers made and the jobs changed so far in this transaction."""
         unit = self._work(tx)
         self.store.add_offers(tx.conn, unit.new_offers)
@@ -357,7 +326,7 @@ class AgentRole:
 
     def _claim(self, tx: Tx) -> None:
         """Claim the jobs ready longest, as many as there are free slots."""
-        self._write(tx)  # the claim reads the jobs' state from the database
+        self.write_changes(tx)  # the claim reads the jobs' state from the database
         work = self._work(tx)
         if work.running is None:
             work.running = self.store.count_running(tx.conn)

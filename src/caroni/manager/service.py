@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from caroni.core import Incoming, NewId, Send
@@ -15,6 +14,7 @@ from caroni.manager.handlers.attempts import route_requests
 from caroni.manager.model import DEFAULT_MAX_ATTEMPTS, Workflow, WorkflowState
 from caroni.manager.store import Loaded, WorkflowStore
 from caroni.manager.templates import Template
+from caroni.manager.work import ManagerWork
 from caroni.node.tx import Tx
 from caroni.protocol import pb
 from caroni.protocol.extensions import TYPED_REQUESTS
@@ -199,7 +199,7 @@ class ManagerRole:
             )
             tx.tag_traffic()  # each workflow's messages logged under its own id
         # Written now, so that the next wake below counts these workflows' timers.
-        admitted = self._save_opened(tx)
+        admitted = self.save_opened(tx)
         if self.max_running and not admitted:
             self._admit(tx)  # should room have come some other way (a replica, a restart)
         return self.store.next_wake(tx.conn)
@@ -255,7 +255,7 @@ class ManagerRole:
             # Read already in this transaction: the copy read first counts.
             opened.setdefault(found.workflow.id, found)
 
-    def _save_opened(self, tx: Tx) -> bool:
+    def save_opened(self, tx: Tx) -> bool:
         """Write back the workflows read; start waiting ones in place of those that
         ended (True when it tried)."""
         opened = self._opened(tx)
@@ -288,26 +288,6 @@ class ManagerRole:
             self._send(tx, handlers.start_workflow(loaded.workflow, tx.now, new_id=tx.new_id))
             tx.tag_traffic()
         self.store.save(tx.conn, started)
-
-
-@dataclass
-class ManagerWork:
-    """The workflows one transaction has read (and, on PostgreSQL, locked): the
-    messages of a batch that concern one workflow share one read and one write."""
-
-    role: ManagerRole
-    tx: Tx
-    opened: dict[str, Loaded] = field(default_factory=dict)
-    running: int | None = None  # workflows requesting or running steps, once counted
-
-    def prefetch(self, incoming: Sequence[Incoming]) -> None:
-        self.role.prefetch(self.tx, incoming)
-
-    def write(self) -> None:
-        self.role._save_opened(self.tx)
-
-    def after_commit(self) -> None:
-        self.role.store.remember(self.opened.values())
 
 
 def _log_state(workflow: Workflow, cause: str) -> None:
