@@ -7,9 +7,7 @@ carries the node's messages, and never races the node's own transactions.
 
 from __future__ import annotations
 
-import asyncio
 import hmac
-import secrets
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -55,6 +53,9 @@ _CSP = (
     "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
+
+
+_REASONS = {400: "Bad request", 403: "Forbidden", 404: "Not found", 405: "Not allowed"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +139,7 @@ class Site:
         """The posted form, once its CSRF token is the session's."""
         form = await request.form()
         given = form.get("csrf")
-        if not isinstance(given, str) or not _same(given, session.csrf):
+        if not isinstance(given, str) or not same_secret(given, session.csrf):
             raise HTTPException(403, "the form is stale or did not come from this site; reload it")
         # No field of any form can be a NUL (PostgreSQL refuses it in text, bash in
         # scripts, exec in the environment): refused here for every form at once.
@@ -334,68 +335,9 @@ def new_app(site: Site, *, api: bool) -> FastAPI:
 
     add_user_routes(app, site, api=api)
 
-    @app.get("/login", include_in_schema=False)
-    async def login_page(request: Request, next: str = "/") -> Response:
-        return _login_form(site, request, next, error="")
+    from caroni.web.login import add_login_routes  # it builds on this module
 
-    @app.post("/login", include_in_schema=False)
-    async def login(request: Request) -> Response:
-        form = await request.form()
-        username = str(form.get("username", "")).strip()
-        password = str(form.get("password", ""))
-        target = _safe_next(str(form.get("next", "/")))
-        expected = request.cookies.get(site.info.login_cookie_name, "")
-        given = str(form.get("csrf", ""))
-        if not expected or not _same(expected, given):
-            return _login_form(
-                site, request, target, error="The login form expired; please try again."
-            )
-        address = request.client.host if request.client else ""
-        # Counted before the slow check, so that guesses sent at once are refused too.
-        wait = site.login_throttle.attempt(username, address)
-        if wait > 0:
-            return _login_form(
-                site,
-                request,
-                target,
-                error=f"Too many login attempts; try again in {wait:.0f} s.",
-                status_code=429,
-            )
-        # A name no user can have is not looked up (PostgreSQL refuses NUL in text).
-        stored = (
-            await site.read(auth.password_hash_of, username)
-            if auth.USERNAME.fullmatch(username)
-            else None
-        )
-        # scrypt is slow on purpose: keep it off the event loop and the DB thread.
-        if not await asyncio.to_thread(auth.check_login, stored, password):
-            return _login_form(
-                site, request, target, error="Wrong user name or password.", status_code=401
-            )
-        site.login_throttle.succeeded(username, address)
-        token, _ = await site.write(auth.new_session, username)
-        response = RedirectResponse(target, status_code=303)
-        response.set_cookie(
-            site.info.cookie_name,
-            token,
-            max_age=auth.SESSION_SECONDS,
-            httponly=True,
-            samesite="lax",
-            secure=request.url.scheme == "https",
-            path="/",
-        )
-        response.delete_cookie(site.info.login_cookie_name, path="/login")
-        return response
-
-    @app.post("/logout", include_in_schema=False)
-    async def logout(request: Request) -> Response:
-        session = await site.session(request)
-        await site.form(request, session)
-        token = request.cookies.get(site.info.cookie_name, "")
-        await site.write(auth.end_session, token)
-        response = RedirectResponse("/login?notice=logged-out", status_code=303)
-        response.delete_cookie(site.info.cookie_name, path="/")
-        return response
+    add_login_routes(app, site)
 
     return app
 
@@ -409,44 +351,6 @@ def validation_message(exc: RequestValidationError) -> str:
     return "; ".join(problems) or "the request is not valid"
 
 
-def _same(given: str, expected: str) -> bool:
+def same_secret(given: str, expected: str) -> bool:
     """Constant-time comparison (as bytes: compare_digest refuses non-ASCII str)."""
     return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
-
-
-_REASONS = {400: "Bad request", 403: "Forbidden", 404: "Not found", 405: "Not allowed"}
-
-
-def _login_form(
-    site: Site, request: Request, target: str, *, error: str, status_code: int = 200
-) -> Response:
-    # Double-submit token: a login form posted from another site has no way to
-    # know the value of our cookie.
-    csrf = secrets.token_urlsafe(24)
-    response = site.render(
-        request,
-        "login.html",
-        status_code=status_code,
-        title="Log in",
-        next=_safe_next(target),
-        csrf=csrf,
-        error=error,
-        notice=request.query_params.get("notice", ""),
-    )
-    response.set_cookie(
-        site.info.login_cookie_name,
-        csrf,
-        max_age=3600,
-        httponly=True,
-        samesite="lax",
-        secure=request.url.scheme == "https",
-        path="/login",
-    )
-    return response
-
-
-def _safe_next(target: str) -> str:
-    """Only a path on this site: never ``//evil.example`` or ``https://...``."""
-    if not target.startswith("/") or target.startswith("//") or "\\" in target:
-        return "/"
-    return target
