@@ -35,6 +35,7 @@ from typing import Any
 from caroni.agent.containment import Containments, JobContainment
 from caroni.agent.jobtypes import JobTypeSpec
 from caroni.agent.model import JobResult
+from caroni.agent.output import JobOutput, preview, stringify, tail_text, with_stderr
 from caroni.protocol.job_env import env_name, env_problem
 
 __all__ = ["JobResult", "run_job"]
@@ -42,88 +43,13 @@ __all__ = ["JobResult", "run_job"]
 logger = logging.getLogger("caroni.agent.runner")
 
 BASE_PATH = "/usr/local/bin:/usr/bin:/bin"
-TAIL_BYTES = 4096
-STDERR_REASON_LINES = 20
 # How long to wait for the pipes to reach EOF once bash has exited and its
 # containment is killed; only a process that escaped it can hold them longer.
 PIPE_GRACE_SECONDS = 5.0
 # After a kill on cancellation, how long to wait for bash to be reaped.
 EXIT_GRACE_SECONDS = 5.0
 
-_STDERR_KEEP = 4 * TAIL_BYTES
 _UNSAFE_PATH_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
-
-
-class _JobProtocol(asyncio.SubprocessProtocol):
-    """Collects the child's output as it arrives, so no pipe ever fills up and blocks it."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, max_output_bytes: int) -> None:
-        self._max = max_output_bytes
-        self._transport: asyncio.SubprocessTransport | None = None
-        self._open_fds = {1, 2}
-        self.stdout = bytearray()
-        self.stdout_total = 0
-        self.stderr = bytearray()  # a tail only
-        self.exited: asyncio.Future[int | None] = loop.create_future()
-        self.overflow: asyncio.Future[None] = loop.create_future()
-        self.pipes_closed: asyncio.Future[None] = loop.create_future()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.SubprocessTransport)
-        self._transport = transport
-
-    def pipe_data_received(self, fd: int, data: bytes | bytearray) -> None:
-        if fd == 1:
-            self.stdout_total += len(data)
-            room = self._max - len(self.stdout)
-            if room > 0:
-                self.stdout += data[:room]
-            if self.stdout_total > self._max and not self.overflow.done():
-                self.overflow.set_result(None)
-        else:
-            self.stderr += data
-            if len(self.stderr) > 2 * _STDERR_KEEP:
-                del self.stderr[:-_STDERR_KEEP]
-
-    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
-        self._open_fds.discard(fd)
-        if not self._open_fds and not self.pipes_closed.done():
-            self.pipes_closed.set_result(None)
-
-    def process_exited(self) -> None:
-        # Called when bash is reaped, possibly before the pipes are drained.
-        if not self.exited.done():
-            code = self._transport.get_returncode() if self._transport else None
-            self.exited.set_result(code)
-
-
-def _tail_text(data: bytes | bytearray, limit: int = TAIL_BYTES) -> str:
-    """The last ``limit`` bytes as text, without a broken character at the cut."""
-    tail = bytes(data[-limit:])
-    if len(data) > limit:
-        skip = 0
-        while skip < min(3, len(tail)) and tail[skip] & 0xC0 == 0x80:
-            skip += 1
-        tail = tail[skip:]
-    return tail.decode("utf-8", errors="replace")
-
-
-def _with_stderr(reason: str, stderr_tail: str) -> str:
-    lines = stderr_tail.rstrip().splitlines()[-STDERR_REASON_LINES:]
-    if not lines:
-        return reason
-    return f"{reason}; stderr: " + "\n".join(lines)
-
-
-def _preview(text: str) -> str:
-    text = text.strip()
-    if not text:
-        return "(empty)"
-    return text[:200] + ("..." if len(text) > 200 else "")
-
-
-def _stringify(value: object) -> str:
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
 @functools.cache
@@ -155,7 +81,7 @@ def _containments(workdir_root: Path) -> Containments:
 
 
 def _kill_spawned(
-    spawn: asyncio.Future[tuple[asyncio.SubprocessTransport, _JobProtocol]],
+    spawn: asyncio.Future[tuple[asyncio.SubprocessTransport, JobOutput]],
     containment: JobContainment,
     job_id: str,
 ) -> None:
@@ -274,13 +200,13 @@ class _JobRun:
         *,
         outputs: dict[str, str] | None = None,
         exit_code: int | None = None,
-        proto: _JobProtocol | None = None,
+        proto: JobOutput | None = None,
     ) -> JobResult:
         """Build the result (ok when there is no reason) and log the outcome."""
-        stdout_tail = _tail_text(proto.stdout) if proto else ""
-        stderr_tail = _tail_text(proto.stderr) if proto else ""
+        stdout_tail = tail_text(proto.stdout) if proto else ""
+        stderr_tail = tail_text(proto.stderr) if proto else ""
         ok = not reason
-        reason = "" if ok else _with_stderr(reason, stderr_tail)
+        reason = "" if ok else with_stderr(reason, stderr_tail)
         duration = time.monotonic() - self.started
         name, job_id = self.spec.name, self.job_id
         if ok:
@@ -345,7 +271,7 @@ class _JobRun:
             # children still hold. We let the spawn finish and kill the whole job.
             spawn = asyncio.ensure_future(
                 loop.subprocess_exec(
-                    lambda: _JobProtocol(loop, self.max_output_bytes),
+                    lambda: JobOutput(loop, self.max_output_bytes),
                     bash,
                     "-c",
                     spec.body,
@@ -387,7 +313,7 @@ class _JobRun:
     async def _supervise(
         self,
         transport: asyncio.SubprocessTransport,
-        proto: _JobProtocol,
+        proto: JobOutput,
         containment: JobContainment,
     ) -> JobResult:
         """Wait for the job to end (or kill it) and turn what it wrote into a result."""
@@ -437,14 +363,14 @@ class _JobRun:
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
-            preview = _preview(raw.decode("utf-8", errors="replace"))
-            return {}, f"standard output is not a JSON object (not valid UTF-8): {preview}"
+            shown = preview(raw.decode("utf-8", errors="replace"))
+            return {}, f"standard output is not a JSON object (not valid UTF-8): {shown}"
         try:
             document = json.loads(text)
         except ValueError:
             document = None
         if not isinstance(document, dict):
-            return {}, f"standard output is not a JSON object: {_preview(text)}"
+            return {}, f"standard output is not a JSON object: {preview(text)}"
         missing = [name for name in self.spec.outputs if name not in document]
         if len(missing) == 1:
             return {}, f"declared output {missing[0]!r} missing from the JSON object"
@@ -454,7 +380,7 @@ class _JobRun:
         for key in document:
             if key not in self.spec.outputs:
                 self.warn(f"undeclared output {key!r} ignored")
-        return {name: _stringify(document[name]) for name in self.spec.outputs}, ""
+        return {name: stringify(document[name]) for name in self.spec.outputs}, ""
 
 
 def _signal_name(returncode: int | None) -> str:
