@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +20,7 @@ pytestmark = [pytest.mark.amqp, pytest.mark.postgres, pytest.mark.slow]
 
 # Workflows submitted by each manager (CARONI_FEDERATION_WORKFLOWS to change it).
 WORKFLOWS = int(os.environ.get("CARONI_FEDERATION_WORKFLOWS", "100"))
+LIVE_JOBS = "select count(*) from jobs where status in ('pending', 'queued', 'running')"
 
 
 async def test_two_managers_share_three_agents_and_losing_one_agent_loses_nothing(
@@ -54,10 +56,19 @@ async def test_two_managers_share_three_agents_and_losing_one_agent_loses_nothin
                 for n, key in enumerate(keys)
             )
         )
-        await eventually(
-            lambda: query(agent_dbs[2], "select count(*) from jobs")[0][0] > 0,
-            "agent-3 to take a job",
-        )
+        # Killed while it holds a job its manager follows: frozen first, so that the
+        # job cannot finish between looking and killing.
+        assert doomed.proc is not None
+        pid = doomed.proc.pid
+
+        def frozen_holding_a_job() -> bool:
+            os.kill(pid, signal.SIGSTOP)
+            if query(agent_dbs[2], LIVE_JOBS)[0][0] > 0:
+                return True
+            os.kill(pid, signal.SIGCONT)
+            return False
+
+        await eventually(frozen_holding_a_job, "agent-3 to hold a job it has not finished")
         for agent in agents[:2]:
             agent.start()
             agent.wait_for_line(r"agent key: ")
@@ -87,6 +98,16 @@ async def test_two_managers_share_three_agents_and_losing_one_agent_loses_nothin
             assert state == "completed", reason
             outputs = json.loads(doc)["outputs"]
             assert outputs == {"result": expected(mine[workflow_id])}
+    # The killed agent's job was given up once its lease ran out, and requested again.
+    given_up = [
+        attempt["reason"]
+        for db in manager_dbs
+        for (doc,) in query(db, "select doc from workflows")
+        for step in json.loads(doc)["steps"].values()
+        for attempt in step["attempts"]
+        if attempt["state"] == "abandoned"
+    ]
+    assert any(reason.startswith("agent silent for") for reason in given_up), given_up
     completed = [
         query(db, "select count(*) from jobs where status = 'completed'")[0][0] for db in agent_dbs
     ]
