@@ -5,12 +5,12 @@ what goes on the wire. Import message classes through ``pb``.
 """
 
 from caroni.protocol._generated import caroni_pb2 as pb
+from caroni.protocol.bounds import UUID_FIELDS
 from caroni.protocol.envelope import (
     MAX_BODY_BYTES,
     MESSAGE_ALIASES,
     MESSAGE_TYPES,
     TYPE_URL_PREFIX,
-    UUID_FIELDS,
     Opened,
     Signer,
     new_message_id,

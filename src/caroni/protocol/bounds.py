@@ -53,14 +53,22 @@ KEY_ID_FIELDS = frozenset({"signator_certificate"})
 VALUE_FIELDS = frozenset({"value"})
 """Data values: any text the body can carry, NUL included."""
 
+UUID_FIELDS = frozenset({"request_uuid", "offer_uuid", "job_uuid", "workflow_uuid", "site_uuid"})
+"""Bytes fields that hold a raw UUID, so must be empty or exactly 16 bytes."""
+
 _SHOWN = 40  # characters of an offending value quoted in a reason
 
 
-def check_message(message: Message, path: str) -> None:
-    """Refuse ``message`` when one of its string fields breaks its limit."""
+def check_message(message: Message, path: str, *, texts: bool = True) -> None:
+    """Refuse ``message`` when a UUID field is neither empty nor 16 bytes or, with
+    ``texts``, when one of its string fields breaks its limit (one walk for both: it
+    runs for every message received)."""
     for field, value in message.ListFields():
         where = f"{path}.{field.name}"
-        if field.type == FieldDescriptor.TYPE_STRING:
+        if field.type == FieldDescriptor.TYPE_BYTES and field.name in UUID_FIELDS:
+            if len(value) != 16:
+                raise EnvelopeError(f"{where} must be empty or 16 bytes, got {len(value)}")
+        elif field.type == FieldDescriptor.TYPE_STRING and texts:
             items = value if is_repeated(field) else [value]
             for item in items:
                 check_text(item, where, _limit_of(field.name), nul=field.name in VALUE_FIELDS)
@@ -69,9 +77,9 @@ def check_message(message: Message, path: str) -> None:
                 continue
             if is_repeated(field):
                 for index, item in enumerate(value):
-                    check_message(item, f"{where}[{index}]")
+                    check_message(item, f"{where}[{index}]", texts=texts)
             else:
-                check_message(value, where)
+                check_message(value, where, texts=texts)
 
 
 def check_delivery_fields(message_id: str, reply_to: str) -> None:

@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Protocol
 
-from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from caroni.errors import EnvelopeError
@@ -28,7 +27,6 @@ from caroni.protocol.bounds import (
     MAX_NAME,
     check_message,
     check_text,
-    is_repeated,
 )
 from caroni.protocol.extensions import MAX_EXTENSIONS
 
@@ -67,8 +65,6 @@ MESSAGE_ALIASES: Mapping[str, str] = MappingProxyType(
 )
 """Old name -> canonical name; older peers send these, with identical fields."""
 
-UUID_FIELDS = frozenset({"request_uuid", "offer_uuid", "job_uuid", "workflow_uuid", "site_uuid"})
-"""Bytes fields that hold a raw UUID, so must be empty or exactly 16 bytes."""
 
 _MAX_SHOWN = 120  # longest peer-supplied text quoted in an error, to keep logs sane
 
@@ -164,7 +160,7 @@ def seal(
     has the wrong length (which our own receivers would refuse).
     """
     name = _canonical_name_of(message)
-    _check_uuid_fields(message, name)
+    check_message(message, name, texts=False)  # UUID lengths only: what we send
     if sent_at is None:
         sent_at = datetime.now(UTC)
     elif sent_at.tzinfo is None:
@@ -224,7 +220,6 @@ def _open(body: bytes, max_size: int) -> Opened:
         message.ParseFromString(envelope.payload.value)
     except Exception as exc:
         raise EnvelopeError(f"payload is not a valid caroni.{name}: {_describe(exc)}") from exc
-    _check_uuid_fields(message, canonical)
     check_message(message, canonical)
     check_text(envelope.message_id, "envelope message_id", MAX_MESSAGE_ID)
     check_message(envelope.signature, "envelope signature")
@@ -264,21 +259,6 @@ def _canonical_name_of(message: object) -> str:
     if MESSAGE_TYPES.get(name) is not type(message):
         raise TypeError(f"{message.DESCRIPTOR.full_name} cannot be sent in a CaroniEnvelope")
     return name
-
-
-def _check_uuid_fields(message: Message, path: str) -> None:
-    """Refuse UUID fields that are neither empty nor 16 bytes, anywhere in ``message``."""
-    for field, value in message.ListFields():
-        where = f"{path}.{field.name}"
-        if field.type == FieldDescriptor.TYPE_BYTES and field.name in UUID_FIELDS:
-            if len(value) != 16:
-                raise EnvelopeError(f"{where} must be empty or 16 bytes, got {len(value)}")
-        elif field.type == FieldDescriptor.TYPE_MESSAGE:
-            if field.message_type.full_name.startswith("google.protobuf."):
-                continue
-            items = value if is_repeated(field) else [value]
-            for index, item in enumerate(items):
-                _check_uuid_fields(item, f"{where}[{index}]" if is_repeated(field) else where)
 
 
 def _quote(text: str) -> str:
