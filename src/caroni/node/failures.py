@@ -68,3 +68,7 @@ class GiveBacks:
 
     def forget(self, key: str) -> None:
         self._counts.pop(key, None)
+
+    def __bool__(self) -> bool:
+        """Whether any delivery is being counted (almost never: only after failures)."""
+        return bool(self._counts)

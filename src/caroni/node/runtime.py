@@ -284,8 +284,9 @@ class Node:
             await asyncio.sleep(self._backoff.next())  # not synchronization: a retry pause
             return
         self._backoff.reset()
-        for delivery in batch:
-            self._give_backs.forget(_delivery_key(delivery))
+        if self._give_backs:  # only after failures: no key is hashed on the usual path
+            for delivery in batch:
+                self._give_backs.forget(_delivery_key(delivery))
         self._committed(committed, published)  # publishing starts before the acks
         for delivery in batch:
             await delivery.ack()
