@@ -27,7 +27,7 @@ from caroni.node.role import Role
 from caroni.node.shell_sql import ShellStatements
 from caroni.node.tx import Batch, Tx, outbox_rows
 from caroni.protocol import Opened, open_envelope
-from caroni.protocol.bounds import MAX_MESSAGE_ID, check_delivery_fields
+from caroni.protocol.bounds import check_delivery_fields
 from caroni.store.tables import dead_letters, inbox
 from caroni.transport.base import Delivery, OutgoingMessage
 from caroni.trust import TrustPolicy
@@ -206,8 +206,6 @@ class Applier:
             savepoint.commit()
         except IntegrityError as exc:
             savepoint.rollback()
-            if is_outage(exc):
-                raise
             if message_id and self._seen(conn, message_id):
                 # Handled meanwhile by a replica sharing this database.
                 self.counters["duplicates"] += 1
@@ -264,11 +262,11 @@ class Applier:
         conn.execute(
             dead_letters.insert().values(
                 received_at=now,
-                routing_key=_storable(delivery.routing_key, 255),
-                reply_to=_storable(delivery.reply_to, 255),
-                message_id=_storable(message_id or delivery.message_id, MAX_MESSAGE_ID),
-                type_name=_storable(type_name, 64),
-                reason=_storable(reason, MAX_REASON),
+                routing_key=_storable(delivery.routing_key, "routing_key"),
+                reply_to=_storable(delivery.reply_to, "reply_to"),
+                message_id=_storable(message_id or delivery.message_id, "message_id"),
+                type_name=_storable(type_name, "type_name"),
+                reason=_storable(reason, "reason"),
                 body=body,
             )
         )
@@ -277,6 +275,8 @@ class Applier:
             conn.execute(inbox.insert().values(message_id=message_id, received_at=now))
 
 
-def _storable(text: str | None, limit: int) -> str:
-    """``text`` as a column of ``limit`` characters can hold it, NUL shown as an escape."""
+def _storable(text: str | None, column: str) -> str:
+    """``text`` as the dead-letter ``column`` can hold it (its declared length; the
+    unbounded reason up to ``MAX_REASON``), NUL shown as an escape."""
+    limit = getattr(dead_letters.c[column].type, "length", None) or MAX_REASON
     return (text or "").replace("\x00", "\\0")[:limit]
