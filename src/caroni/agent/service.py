@@ -131,8 +131,7 @@ class AgentRole:
         to say if it does not."""
         return (
             incoming.routing_key == FULFILLMENT_KEY
-            and TYPED_REQUESTS in tx.speaks
-            and TYPED_REQUESTS in incoming.opened.extensions
+            and tx.uses(TYPED_REQUESTS, incoming)
             and fulfillment_key_for(incoming.message.job_type_name) is not None
         )
 
@@ -158,8 +157,7 @@ class AgentRole:
                 offers_to_manager=offers_to.get(incoming.reply_to, 0),
                 standing=self._standing_offer(tx, tx.subject, incoming.reply_to),
                 new_id=tx.new_id,
-                silent_about_unserved=SILENT_DECLINES in tx.speaks
-                and SILENT_DECLINES in incoming.opened.extensions,
+                silent_about_unserved=tx.uses(SILENT_DECLINES, incoming),
             )
             if offer is not None:
                 work.new_offers.append(offer)

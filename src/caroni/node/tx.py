@@ -130,6 +130,11 @@ class Tx:
             self.batch.work = self.opener(self)
         return self.batch.work
 
+    def uses(self, extension: str, incoming: Incoming) -> bool:
+        """Whether this node uses ``extension`` with the sender of ``incoming``: only
+        when both have announced it."""
+        return extension in self.speaks and extension in incoming.opened.extensions
+
     def send(self, to: str, message: Message) -> None:
         message_id = new_message_id()
         body = seal(
