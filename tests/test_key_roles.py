@@ -69,6 +69,9 @@ def test_every_message_type_has_a_sender_and_the_table_names_only_real_ones() ->
                 "JobAccepted",
                 "JobStatusUpdate",
                 "JobDataAvailable",
+                "Claim",
+                "JobAssignmentRefusal",
+                "JobFinished",
             },
         ),
         (
@@ -81,6 +84,7 @@ def test_every_message_type_has_a_sender_and_the_table_names_only_real_ones() ->
                 "JobStatusRequest",
                 "JobKill",
                 "JobDataAvailable",
+                "JobAssignment",
             },
         ),
         (KeyRole.MANAGER, CLIENT, {"WorkFlowStatus"}),

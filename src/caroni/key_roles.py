@@ -46,6 +46,9 @@ MAY_SEND: Mapping[KeyRole, Mapping[str, frozenset[str]]] = MappingProxyType(
                     "JobAccepted",
                     "JobStatusUpdate",
                     "JobDataAvailable",
+                    "Claim",
+                    "JobAssignmentRefusal",
+                    "JobFinished",
                 }
             ),
         },
@@ -59,6 +62,7 @@ MAY_SEND: Mapping[KeyRole, Mapping[str, frozenset[str]]] = MappingProxyType(
                     "JobStatusRequest",
                     "JobKill",
                     "JobDataAvailable",
+                    "JobAssignment",
                 }
             ),
             CLIENT: frozenset({"WorkFlowStatus"}),
@@ -71,7 +75,10 @@ Derived from the conversation in the wire protocol: a site creates a workflow; t
 manager requests each step; agents offer or decline; the manager accepts (or
 rejects) one offer; the agent confirms the job and reports its status; the manager
 sends the job its inputs, polls it, or kills it; the agent sends its outputs back.
-``JobDataAvailable`` travels both ways, which is why the receiver counts.
+``JobDataAvailable`` travels both ways, which is why the receiver counts. Between
+our own nodes, an agent may grant claims (``Claim``), under which a manager assigns
+jobs straight to it (``JobAssignment``), and the agent refuses one or answers with
+its outcome (``JobAssignmentRefusal``, ``JobFinished``).
 """
 
 

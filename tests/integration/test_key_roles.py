@@ -204,8 +204,8 @@ async def test_strangers_cannot_cancel_a_workflow_and_it_completes(roles_site: R
     assert [o.value for o in status.outputs] == ["prependKEPT append"]
     assert refused == [
         "WorkFlowCancel signed by agent-b, whose role is agent: an agent sends to a manager "
-        "only JobAccepted, JobDataAvailable, JobFulfillmentDecline, JobFulfillmentOffer, "
-        "JobStatusUpdate",
+        "only Claim, JobAccepted, JobAssignmentRefusal, JobDataAvailable, JobFinished, "
+        "JobFulfillmentDecline, JobFulfillmentOffer, JobStatusUpdate",
         f"WorkFlowCancel for workflow {workflow_id.hex} signed by {site.keys['user-b'].key_id}, "
         f"not by the key that submitted it ({site.keys['user'].key_id})",
     ]

@@ -264,6 +264,10 @@ def test_message_types_are_exactly_the_top_level_messages() -> None:
         "WorkFlowStatusRequest",
         "WorkFlowStatus",
         "WorkFlowCancel",
+        "Claim",
+        "JobAssignment",
+        "JobAssignmentRefusal",
+        "JobFinished",
     }
     for name, cls in MESSAGE_TYPES.items():
         assert cls.DESCRIPTOR.full_name == f"caroni.{name}"
@@ -308,6 +312,7 @@ WIRE_FIELDS: dict[str, dict[str, int]] = {
         "offer_message": 5,
         "expiration": 6,
         "load": 100,
+        "claim": 101,
     },
     "JobFulfillmentOfferAccept": {
         "signature": 1,
@@ -348,6 +353,36 @@ WIRE_FIELDS: dict[str, dict[str, int]] = {
         "steps": 8,
     },
     "WorkFlowCancel": {"signature": 1, "workflow_uuid": 2, "reason": 3},
+    # caroni.claims/1, between our own nodes.
+    "Claim": {
+        "signature": 1,
+        "claim_uuid": 2,
+        "job_type_names": 3,
+        "capacity": 4,
+        "expiration": 5,
+    },
+    "JobAssignment": {
+        "signature": 1,
+        "claim_uuid": 2,
+        "job_uuid": 3,
+        "job_type_name": 4,
+        "parameters": 5,
+        "awaited_parameters": 6,
+    },
+    "JobAssignmentRefusal": {
+        "signature": 1,
+        "job_uuid": 2,
+        "refusal_message": 3,
+        "claim_uuid": 4,
+    },
+    "JobFinished": {
+        "signature": 1,
+        "job_uuid": 2,
+        "job_status": 3,
+        "status_info": 4,
+        "parameters": 5,
+        "claim": 6,
+    },
 }
 
 

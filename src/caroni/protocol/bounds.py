@@ -45,6 +45,8 @@ NAME_FIELDS = frozenset(
         "agent",
         "required_parameters",
         "optional_parameters",
+        "job_type_names",
+        "awaited_parameters",
     }
 )
 """String fields stored in name columns (255 characters)."""
@@ -53,7 +55,9 @@ KEY_ID_FIELDS = frozenset({"signator_certificate"})
 VALUE_FIELDS = frozenset({"value"})
 """Data values: any text the body can carry, NUL included."""
 
-UUID_FIELDS = frozenset({"request_uuid", "offer_uuid", "job_uuid", "workflow_uuid", "site_uuid"})
+UUID_FIELDS = frozenset(
+    {"request_uuid", "offer_uuid", "job_uuid", "workflow_uuid", "site_uuid", "claim_uuid"}
+)
 """Bytes fields that hold a raw UUID, so must be empty or exactly 16 bytes."""
 
 _SHOWN = 40  # characters of an offending value quoted in a reason

@@ -53,6 +53,10 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
         pb.WorkFlowStatusRequest,
         pb.WorkFlowStatus,
         pb.WorkFlowCancel,
+        pb.Claim,
+        pb.JobAssignment,
+        pb.JobAssignmentRefusal,
+        pb.JobFinished,
     )
 }
 """Canonical name -> class of every message that may travel inside an envelope."""

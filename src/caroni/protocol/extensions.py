@@ -20,7 +20,16 @@ only when it broadcasts it again; an agent that speaks it binds the keys of the
 types it serves, and leaves the plain copies of such a manager's requests alone
 (it hears the typed copy). Agents that serve other types never see the request."""
 
-SPOKEN: frozenset[str] = frozenset({SILENT_DECLINES, TYPED_REQUESTS})
+CLAIMS = "caroni.claims/1"
+"""An agent that announces it may grant a manager that announced it a claim with an
+offer: capacity for job types for a while. Under a live claim the manager assigns
+steps of those types straight to the agent (``JobAssignment``, carrying the inputs
+known so far), and the agent answers with the outcome in one message
+(``JobFinished``, which also renews the claim) or refuses (``JobAssignmentRefusal``),
+whereupon the manager requests the step by broadcast. The agent reports no progress
+of such a job unless asked (``JobStatusRequest``)."""
+
+SPOKEN: frozenset[str] = frozenset({SILENT_DECLINES, TYPED_REQUESTS, CLAIMS})
 """What our nodes speak unless told to speak only the shared protocol."""
 
 MAX_EXTENSIONS = 16  # announced per envelope; more is refused as bad input

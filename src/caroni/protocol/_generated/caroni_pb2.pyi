@@ -139,7 +139,7 @@ class AgentLoad(_message.Message):
     def __init__(self, slots: _Optional[int] = ..., running: _Optional[int] = ..., reserved: _Optional[int] = ...) -> None: ...
 
 class JobFulfillmentOffer(_message.Message):
-    __slots__ = ("signature", "request_uuid", "offer_uuid", "site", "offer_message", "expiration", "load")
+    __slots__ = ("signature", "request_uuid", "offer_uuid", "site", "offer_message", "expiration", "load", "claim")
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     REQUEST_UUID_FIELD_NUMBER: _ClassVar[int]
     OFFER_UUID_FIELD_NUMBER: _ClassVar[int]
@@ -147,6 +147,7 @@ class JobFulfillmentOffer(_message.Message):
     OFFER_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     EXPIRATION_FIELD_NUMBER: _ClassVar[int]
     LOAD_FIELD_NUMBER: _ClassVar[int]
+    CLAIM_FIELD_NUMBER: _ClassVar[int]
     signature: Signature
     request_uuid: bytes
     offer_uuid: bytes
@@ -154,7 +155,8 @@ class JobFulfillmentOffer(_message.Message):
     offer_message: str
     expiration: _timestamp_pb2.Timestamp
     load: AgentLoad
-    def __init__(self, signature: _Optional[_Union[Signature, _Mapping]] = ..., request_uuid: _Optional[bytes] = ..., offer_uuid: _Optional[bytes] = ..., site: _Optional[_Union[Site, _Mapping]] = ..., offer_message: _Optional[str] = ..., expiration: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., load: _Optional[_Union[AgentLoad, _Mapping]] = ...) -> None: ...
+    claim: Claim
+    def __init__(self, signature: _Optional[_Union[Signature, _Mapping]] = ..., request_uuid: _Optional[bytes] = ..., offer_uuid: _Optional[bytes] = ..., site: _Optional[_Union[Site, _Mapping]] = ..., offer_message: _Optional[str] = ..., expiration: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., load: _Optional[_Union[AgentLoad, _Mapping]] = ..., claim: _Optional[_Union[Claim, _Mapping]] = ...) -> None: ...
 
 class JobFulfillmentOfferAccept(_message.Message):
     __slots__ = ("signature", "request_uuid", "offer_uuid", "accept_message")
@@ -249,6 +251,64 @@ class JobDataReady(_message.Message):
     job_uuid: bytes
     parameters: _containers.RepeatedCompositeFieldContainer[JobParameter]
     def __init__(self, signature: _Optional[_Union[Signature, _Mapping]] = ..., job_uuid: _Optional[bytes] = ..., parameters: _Optional[_Iterable[_Union[JobParameter, _Mapping]]] = ...) -> None: ...
+
+class Claim(_message.Message):
+    __slots__ = ("signature", "claim_uuid", "job_type_names", "capacity", "expiration")
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    CLAIM_UUID_FIELD_NUMBER: _ClassVar[int]
+    JOB_TYPE_NAMES_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_FIELD_NUMBER: _ClassVar[int]
+    EXPIRATION_FIELD_NUMBER: _ClassVar[int]
+    signature: Signature
+    claim_uuid: bytes
+    job_type_names: _containers.RepeatedScalarFieldContainer[str]
+    capacity: int
+    expiration: _timestamp_pb2.Timestamp
+    def __init__(self, signature: _Optional[_Union[Signature, _Mapping]] = ..., claim_uuid: _Optional[bytes] = ..., job_type_names: _Optional[_Iterable[str]] = ..., capacity: _Optional[int] = ..., expiration: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class JobAssignment(_message.Message):
+    __slots__ = ("signature", "claim_uuid", "job_uuid", "job_type_name", "parameters", "awaited_parameters")
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    CLAIM_UUID_FIELD_NUMBER: _ClassVar[int]
+    JOB_UUID_FIELD_NUMBER: _ClassVar[int]
+    JOB_TYPE_NAME_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    AWAITED_PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    signature: Signature
+    claim_uuid: bytes
+    job_uuid: bytes
+    job_type_name: str
+    parameters: _containers.RepeatedCompositeFieldContainer[JobParameter]
+    awaited_parameters: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, signature: _Optional[_Union[Signature, _Mapping]] = ..., claim_uuid: _Optional[bytes] = ..., job_uuid: _Optional[bytes] = ..., job_type_name: _Optional[str] = ..., parameters: _Optional[_Iterable[_Union[JobParameter, _Mapping]]] = ..., awaited_parameters: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class JobAssignmentRefusal(_message.Message):
+    __slots__ = ("signature", "job_uuid", "refusal_message", "claim_uuid")
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    JOB_UUID_FIELD_NUMBER: _ClassVar[int]
+    REFUSAL_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    CLAIM_UUID_FIELD_NUMBER: _ClassVar[int]
+    signature: Signature
+    job_uuid: bytes
+    refusal_message: str
+    claim_uuid: bytes
+    def __init__(self, signature: _Optional[_Union[Signature, _Mapping]] = ..., job_uuid: _Optional[bytes] = ..., refusal_message: _Optional[str] = ..., claim_uuid: _Optional[bytes] = ...) -> None: ...
+
+class JobFinished(_message.Message):
+    __slots__ = ("signature", "job_uuid", "job_status", "status_info", "parameters", "claim")
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    JOB_UUID_FIELD_NUMBER: _ClassVar[int]
+    JOB_STATUS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_INFO_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    CLAIM_FIELD_NUMBER: _ClassVar[int]
+    signature: Signature
+    job_uuid: bytes
+    job_status: JobStatus
+    status_info: str
+    parameters: _containers.RepeatedCompositeFieldContainer[JobParameter]
+    claim: Claim
+    def __init__(self, signature: _Optional[_Union[Signature, _Mapping]] = ..., job_uuid: _Optional[bytes] = ..., job_status: _Optional[_Union[JobStatus, str]] = ..., status_info: _Optional[str] = ..., parameters: _Optional[_Iterable[_Union[JobParameter, _Mapping]]] = ..., claim: _Optional[_Union[Claim, _Mapping]] = ...) -> None: ...
 
 class WorkFlowStatusRequest(_message.Message):
     __slots__ = ("signature", "workflow_uuid")
