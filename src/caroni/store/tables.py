@@ -140,7 +140,34 @@ workflow_routes = Table(
     Column("workflow_id", String(32), nullable=False, index=True),
 )
 
+# Claims agents granted this manager (caroni.claims/1): under a live one, steps of
+# its job types are assigned straight to its agent. ``in_use`` is this manager's
+# count of live jobs under it; the agent keeps the real count and refuses past it.
+held_claims = Table(
+    "held_claims",
+    metadata,
+    Column("claim_uuid", String(32), primary_key=True),
+    Column("agent_key", String(255), nullable=False),
+    Column("agent_site", String(255), nullable=False, default=""),
+    Column("job_types", Text, nullable=False),
+    Column("capacity", Integer, nullable=False),
+    Column("in_use", Integer, nullable=False, default=0),
+    Column("expires_at", Float, nullable=False, index=True),
+)
+
 # --- agent --------------------------------------------------------------------------
+
+# Claims this agent granted managers (caroni.claims/1).
+granted_claims = Table(
+    "granted_claims",
+    metadata,
+    Column("claim_uuid", String(32), primary_key=True),
+    Column("manager_key", String(255), nullable=False, index=True),
+    Column("job_types", Text, nullable=False),
+    Column("capacity", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False, index=True),
+)
 
 job_types = Table(
     "job_types",
@@ -178,6 +205,7 @@ jobs = Table(
     Column("updated_at", Float, nullable=False),
     Column("version", Integer, nullable=False, default=1),
     Column("doc", Text, nullable=False),
+    Column("claim_uuid", String(32), nullable=True, index=True),  # assigned under a claim
     Index("ix_jobs_status_ready", "status", "ready_at"),
 )
 
