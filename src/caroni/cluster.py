@@ -14,6 +14,7 @@ templates and job types without a broker::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -52,13 +53,7 @@ class LocalCluster:
             AgentNode(
                 MemoryTransport(self.broker),
                 str(data_dir / f"agent-{number}.sqlite3"),
-                policy=Policy(
-                    slots=base.slots,
-                    max_reserved=base.max_reserved,
-                    max_offers_per_manager=base.max_offers_per_manager,
-                    offer_ttl=base.offer_ttl,
-                    site_identifier=f"agent-{number}",
-                ),
+                policy=dataclasses.replace(base, site_identifier=f"agent-{number}"),
                 workdir=data_dir / f"agent-{number}-jobs",
                 http=sites[number],
             )

@@ -254,12 +254,12 @@ def test_only_the_manager_an_offer_was_made_to_may_reject_it() -> None:
     assert handlers.on_reject(offer, MANAGER) is False, "rejecting again changes nothing"
 
 
-def test_a_claimed_job_whose_type_is_gone_fails_with_the_reason() -> None:
+def test_a_job_whose_type_is_gone_fails_when_it_takes_a_slot() -> None:
     _, job, _ = accepted_job("a", "b")
-    sends = handlers.claim(job, None, 200.0)
+    sends = handlers.take_slot(job, None, 200.0)
     assert job.status == JobStatus.FAILED
     assert job.reason == "job type 'pair' no longer exists on this agent"
     assert [s.message.job_status for s in sends] == [pb.JOB_STATUS_FAILED]
     _, running, _ = accepted_job("a", "b")
-    sends = handlers.claim(running, CATALOGUE["pair"], 200.0)
+    sends = handlers.take_slot(running, CATALOGUE["pair"], 200.0)
     assert running.status == JobStatus.RUNNING and running.runs == 1

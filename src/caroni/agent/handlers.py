@@ -7,12 +7,21 @@ data changes nothing, a repeated kill of a finished job does nothing.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from caroni.agent.jobtypes import JobTypeSpec
-from caroni.agent.model import AgentJob, JobResult, JobStatus, Load, Offer, OfferState, Policy
+from caroni.agent.model import (
+    AgentJob,
+    GrantedClaim,
+    JobResult,
+    JobStatus,
+    Load,
+    Offer,
+    OfferState,
+    Policy,
+)
 from caroni.core import NewId, Send, random_ids
 from caroni.protocol import pb
 
@@ -34,23 +43,25 @@ class OfferUnavailable(Exception):
 
 
 def decline_reason(
-    request: pb.JobFulfillmentRequest,
+    job_type: str,
+    inputs: Iterable[str],
     manager_key: str,
     catalogue: Mapping[str, JobTypeSpec],
     load: Load,
     policy: Policy,
-    offers_to_manager: int,
+    offers_to_manager: int = 0,
 ) -> str:
-    """Why this agent will not offer for ``request``, or "" when it will.
+    """Why this agent will not take a job of ``job_type`` with these ``inputs`` for
+    ``manager_key``, or "" when it will.
 
     ``offers_to_manager``: offers open to the requesting manager right now.
     """
     if not policy.serves(manager_key):
         return "this agent does not serve that manager"
-    spec = catalogue.get(request.job_type_name)
+    spec = catalogue.get(job_type)
     if spec is None:
-        return f"no job type {request.job_type_name!r} here"
-    wanted = sorted(parameter.key for parameter in request.parameters)
+        return f"no job type {job_type!r} here"
+    wanted = sorted(inputs)
     if wanted != sorted(spec.inputs):
         return (
             f"job type {spec.name!r} takes inputs {sorted(spec.inputs)}, the request names {wanted}"
@@ -97,7 +108,10 @@ def on_request(
         return None, Send(reply_to, _offer_message(standing, site, load, policy))
     if silent_about_unserved and request.job_type_name not in catalogue:
         return None, None
-    reason = decline_reason(request, reply_to, catalogue, load, policy, offers_to_manager)
+    names = [parameter.key for parameter in request.parameters]
+    reason = decline_reason(
+        request.job_type_name, names, reply_to, catalogue, load, policy, offers_to_manager
+    )
     if reason:
         decline = pb.JobFulfillmentDecline(
             request_uuid=request.request_uuid, site=site, decline_message=reason
@@ -199,7 +213,13 @@ def _queue_if_ready(job: AgentJob, now: float) -> list[Send]:
         return []
     job.ready_at = now
     job.set_status(JobStatus.QUEUED, now, "all inputs arrived")
-    return [status_update(job)]
+    return _progress(job)
+
+
+def _progress(job: AgentJob) -> list[Send]:
+    """News that a job moved on (queued, running): none for a job assigned under a
+    claim, whose manager hears only the outcome, or asks."""
+    return [] if job.claim_uuid else [status_update(job)]
 
 
 def on_kill(job: AgentJob, msg: pb.JobKill, now: float) -> list[Send]:
@@ -221,7 +241,7 @@ def on_reject(offer: Offer, reply_to: str) -> bool:
     return True
 
 
-def claim(job: AgentJob, spec: JobTypeSpec | None, now: float) -> list[Send]:
+def take_slot(job: AgentJob, spec: JobTypeSpec | None, now: float) -> list[Send]:
     """Start a ready job in a free slot; fail it if its job type is gone meanwhile
     (an operator removed it while the job waited)."""
     if spec is None:
@@ -234,25 +254,152 @@ def claim(job: AgentJob, spec: JobTypeSpec | None, now: float) -> list[Send]:
 def job_started(job: AgentJob, now: float) -> list[Send]:
     job.runs += 1
     job.set_status(JobStatus.RUNNING, now, f"run {job.runs} started")
-    return [status_update(job)]
+    return _progress(job)
 
 
-def job_finished(job: AgentJob, result: JobResult, now: float) -> list[Send]:
+def job_finished(
+    job: AgentJob, result: JobResult, now: float, claim: GrantedClaim | None = None
+) -> list[Send]:
     """Report the outcome: outputs first, then the status, so the manager can finish
-    the step as soon as it sees COMPLETED."""
+    the step as soon as it sees COMPLETED; for a job assigned under a claim, both in
+    one JobFinished that also carries the claim (``claim``, renewed) when it lives."""
     if job.status != JobStatus.RUNNING:
         return []  # killed meanwhile; its outcome no longer matters
     job.stdout_tail = result.stdout_tail
     job.stderr_tail = result.stderr_tail
     job.warnings = list(result.warnings)
-    if not result.ok:
+    if result.ok:
+        job.outputs = dict(result.outputs)
+        job.set_status(JobStatus.COMPLETED, now, f"finished in {result.duration:.2f}s")
+    else:
         job.reason = result.reason
         job.set_status(JobStatus.FAILED, now, result.reason)
+    outputs = [pb.JobParameter(key=k, value=v) for k, v in job.outputs.items()]
+    if job.claim_uuid:
+        finished = pb.JobFinished(
+            job_uuid=raw(job.job_uuid),
+            job_status=_WIRE_STATUS[job.status],
+            status_info=job.reason or job.history[-1].info,
+            parameters=outputs,
+        )
+        if claim is not None:
+            finished.claim.CopyFrom(claim_message(claim))
+        return [Send(job.manager_key, finished)]
+    if not result.ok:
         return [status_update(job)]
-    job.outputs = dict(result.outputs)
-    data = pb.JobDataAvailable(
-        job_uuid=raw(job.job_uuid),
-        parameters=[pb.JobParameter(key=k, value=v) for k, v in job.outputs.items()],
-    )
-    job.set_status(JobStatus.COMPLETED, now, f"finished in {result.duration:.2f}s")
+    data = pb.JobDataAvailable(job_uuid=raw(job.job_uuid), parameters=outputs)
     return [Send(job.manager_key, data), status_update(job)]
+
+
+# --- claims (caroni.claims/1) -------------------------------------------------------------
+
+
+def grant(
+    live: GrantedClaim | None,
+    manager_key: str,
+    catalogue: Mapping[str, JobTypeSpec],
+    policy: Policy,
+    now: float,
+    new_id: NewId = random_ids,
+) -> GrantedClaim | None:
+    """The claim to send a manager with an offer: the one ``live`` for it, renewed once
+    half its time has passed or what it covers changed, else a new one for every job
+    type served; None when the policy grants no claims."""
+    if policy.claim_capacity <= 0:
+        return None
+    types = sorted(catalogue)
+    if live is None or now >= live.expires_at:
+        return GrantedClaim(
+            claim_uuid=new_id(),
+            manager_key=manager_key,
+            job_types=types,
+            capacity=policy.claim_capacity,
+            created_at=now,
+            expires_at=now + policy.claim_ttl,
+        )
+    if (
+        live.expires_at - now < policy.claim_ttl / 2
+        or live.job_types != types
+        or live.capacity != policy.claim_capacity
+    ):
+        live.job_types = types
+        live.capacity = policy.claim_capacity
+        live.expires_at = now + policy.claim_ttl
+    return live
+
+
+def claim_message(claim: GrantedClaim) -> pb.Claim:
+    expiration = Timestamp()
+    expiration.FromNanoseconds(int(claim.expires_at * 1e9))
+    return pb.Claim(
+        claim_uuid=raw(claim.claim_uuid),
+        job_type_names=claim.job_types,
+        capacity=claim.capacity,
+        expiration=expiration,
+    )
+
+
+def on_assignment(
+    msg: pb.JobAssignment,
+    reply_to: str,
+    *,
+    claim: GrantedClaim | None,
+    existing: AgentJob | None,
+    jobs_under_claim: int,
+    catalogue: Mapping[str, JobTypeSpec],
+    load: Load,
+    policy: Policy,
+    now: float,
+) -> tuple[AgentJob | None, list[Send]]:
+    """Take a job assigned under a claim (a pending job, queued at once when every
+    input came with it), or refuse it saying why. A repeated assignment changes
+    nothing. ``jobs_under_claim``: live jobs under the claim now."""
+    job_uuid = uuid.UUID(bytes=msg.job_uuid).hex
+    if existing is not None and existing.manager_key == reply_to:
+        return None, []
+    inputs = [parameter.key for parameter in msg.parameters] + list(msg.awaited_parameters)
+    reason = (
+        f"job {job_uuid} exists already"
+        if existing is not None
+        else _refusal(msg, reply_to, claim, jobs_under_claim, now)
+        or decline_reason(msg.job_type_name, inputs, reply_to, catalogue, load, policy)
+    )
+    if reason:
+        refusal = pb.JobAssignmentRefusal(
+            job_uuid=msg.job_uuid, refusal_message=reason, claim_uuid=msg.claim_uuid
+        )
+        return None, [Send(reply_to, refusal)]
+    assert claim is not None
+    job = AgentJob(
+        job_uuid=job_uuid,
+        claim_uuid=claim.claim_uuid,
+        job_type=msg.job_type_name,
+        manager_key=reply_to,
+        expected_inputs=inputs,
+        created_at=now,
+        updated_at=now,
+    )
+    for parameter in msg.parameters:
+        job.inputs.setdefault(parameter.key, parameter.value)
+    job.set_status(JobStatus.PENDING, now, f"assigned under claim {claim.claim_uuid}")
+    return job, _queue_if_ready(job, now)
+
+
+def _refusal(
+    msg: pb.JobAssignment,
+    reply_to: str,
+    claim: GrantedClaim | None,
+    jobs_under_claim: int,
+    now: float,
+) -> str:
+    """Why the claim an assignment names does not cover it, or ""."""
+    if claim is None or claim.manager_key != reply_to:
+        return "no such claim granted to this manager"
+    if now >= claim.expires_at:
+        return f"claim {claim.claim_uuid} expired"
+    if msg.job_type_name not in claim.job_types:
+        return f"claim {claim.claim_uuid} does not cover job type {msg.job_type_name!r}"
+    if jobs_under_claim >= claim.capacity:
+        live, capacity = jobs_under_claim, claim.capacity
+        return f"claim {claim.claim_uuid} is full: {live} jobs live (capacity {capacity})"
+    return ""

@@ -28,8 +28,9 @@ class StatusChange(BaseModel):
 
 class AgentJob(BaseModel):
     job_uuid: str
-    offer_uuid: str
-    request_uuid: str
+    offer_uuid: str = ""  # "" for a job assigned under a claim
+    request_uuid: str = ""  # "" for a job assigned under a claim
+    claim_uuid: str | None = None  # the claim it was assigned under (caroni.claims/1)
     job_type: str
     manager_key: str  # the owner: every message about the job goes there
     status: JobStatus = JobStatus.PENDING
@@ -72,6 +73,19 @@ class Offer:
     job_uuid: str | None = None
 
 
+@dataclass(slots=True)
+class GrantedClaim:
+    """Capacity granted to a manager (caroni.claims/1): jobs of these types assigned
+    straight to this agent, up to ``capacity`` live at once, until ``expires_at``."""
+
+    claim_uuid: str
+    manager_key: str
+    job_types: list[str]
+    capacity: int
+    created_at: float
+    expires_at: float
+
+
 @dataclass(frozen=True, slots=True)
 class Load:
     """How busy the agent is right now."""
@@ -90,6 +104,10 @@ class Policy:
     # made-up one, cannot hold every reservation while others wait.
     max_offers_per_manager: int = 100
     offer_ttl: float = 60.0  # seconds an offer stays valid
+    # Claims granted to managers that speak caroni.claims/1: jobs live at once under
+    # one (0: grant none), and how long one holds unless a finished job renews it.
+    claim_capacity: int = 100
+    claim_ttl: float = 60.0
     site_identifier: str = ""
     site_contact: str = ""
     # Managers served, by routing key or key id: None serves every manager not denied.

@@ -1,4 +1,4 @@
-"""Reading and writing the agent's rows: job types, offers and jobs."""
+"""Reading and writing the agent's rows: job types, offers, jobs and claims granted."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from caroni.agent.jobtypes import JobTypeSpec, job_type_from_dict
-from caroni.agent.model import AgentJob, JobStatus, Offer, OfferState
-from caroni.store.tables import job_types, jobs, offers
+from caroni.agent.model import AgentJob, GrantedClaim, JobStatus, Offer, OfferState
+from caroni.store.tables import granted_claims, job_types, jobs, offers
 
 _RESERVING = (JobStatus.PENDING, JobStatus.QUEUED)
 
@@ -41,6 +43,20 @@ _COUNT_OPEN_OFFERS = (
     select(offers.c.manager_key, func.count())
     .where(offers.c.state == str(OfferState.OPEN))
     .group_by(offers.c.manager_key)
+)
+_LIVE_CLAIM_FOR = (
+    select(granted_claims)
+    .where(
+        granted_claims.c.manager_key == bindparam("manager_key"),
+        granted_claims.c.expires_at > bindparam("now"),
+    )
+    .order_by(granted_claims.c.expires_at.desc())
+    .limit(1)
+)
+_CLAIM = select(granted_claims).where(granted_claims.c.claim_uuid == bindparam("claim_uuid"))
+_COUNT_UNDER_CLAIM = select(func.count()).where(
+    jobs.c.claim_uuid == bindparam("claim_uuid"),
+    jobs.c.status.in_([str(s) for s in (*_RESERVING, JobStatus.RUNNING)]),
 )
 _NEXT_READY = (
     select(jobs.c.doc)
@@ -178,6 +194,7 @@ class AgentStore:
             values = {
                 "job_type": job.job_type,
                 "manager_key": job.manager_key,
+                "claim_uuid": job.claim_uuid,
                 "status": str(job.status),
                 "ready_at": job.ready_at,
                 "updated_at": job.updated_at,
@@ -208,9 +225,60 @@ class AgentStore:
         found = conn.execute(_NEXT_READY, {"limit": limit}).scalars()
         return [AgentJob.model_validate_json(doc) for doc in found]
 
+    # --- claims granted (caroni.claims/1) ----------------------------------------------------
+
+    def live_claim_for(self, conn: Connection, manager_key: str, now: float) -> GrantedClaim | None:
+        """The live claim granted to ``manager_key`` that lasts longest, if any."""
+        row = conn.execute(_LIVE_CLAIM_FOR, {"manager_key": manager_key, "now": now}).first()
+        return None if row is None else _claim(row)
+
+    def claim(self, conn: Connection, claim_uuid: str) -> GrantedClaim | None:
+        row = conn.execute(_CLAIM, {"claim_uuid": claim_uuid}).first()
+        return None if row is None else _claim(row)
+
+    def put_claims(self, conn: Connection, claims: Iterable[GrantedClaim]) -> None:
+        """Write claims granted or renewed."""
+        upsert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+        for claim in claims:
+            values = {
+                "manager_key": claim.manager_key,
+                "job_types": json.dumps(claim.job_types),
+                "capacity": claim.capacity,
+                "created_at": claim.created_at,
+                "expires_at": claim.expires_at,
+            }
+            conn.execute(
+                upsert(granted_claims)
+                .values(claim_uuid=claim.claim_uuid, **values)
+                .on_conflict_do_update(index_elements=[granted_claims.c.claim_uuid], set_=values)
+            )
+
+    def jobs_under_claim(self, conn: Connection, claim_uuid: str) -> int:
+        """Jobs assigned under a claim that have not finished."""
+        return conn.execute(_COUNT_UNDER_CLAIM, {"claim_uuid": claim_uuid}).scalar_one()
+
+    def forget_expired_claims(self, conn: Connection, now: float) -> None:
+        conn.execute(delete(granted_claims).where(granted_claims.c.expires_at < now))
+
+    def claims(self, conn: Connection) -> list[GrantedClaim]:
+        """Every claim granted and not yet forgotten, the latest to expire first (pages)."""
+        query = select(granted_claims).order_by(granted_claims.c.expires_at.desc())
+        return [_claim(row) for row in conn.execute(query)]
+
     def job_uuids_with_status(self, conn: Connection, status: JobStatus) -> list[str]:
         query = select(jobs.c.job_uuid).where(jobs.c.status == str(status))
         return list(conn.execute(query).scalars())
+
+
+def _claim(row: Any) -> GrantedClaim:
+    return GrantedClaim(
+        claim_uuid=row.claim_uuid,
+        manager_key=row.manager_key,
+        job_types=json.loads(row.job_types),
+        capacity=row.capacity,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+    )
 
 
 def _spec(text: str) -> JobTypeSpec:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from caroni.agent.model import AgentJob, Load, Offer
+from caroni.agent.model import AgentJob, GrantedClaim, Load, Offer
 from caroni.core import Incoming
 from caroni.node.tx import Tx
 
@@ -29,7 +29,12 @@ class AgentWork:
     requests_read: set[str] = field(default_factory=set)  # their open offers are known
     load: Load | None = None  # jobs running and reserved, once counted
     offers_to: dict[str, int] | None = None  # open offers by manager, counted with load
-    running: int | None = None  # jobs running, once counted for a claim
+    running: int | None = None  # jobs running, once counted to fill slots
+    # Claims granted (caroni.claims/1) as read: the live one by manager, any by uuid
+    # (None: there is none), and the uuids of those granted or renewed, to write.
+    claims_for: dict[str, GrantedClaim | None] = field(default_factory=dict)
+    claims: dict[str, GrantedClaim | None] = field(default_factory=dict)
+    claims_changed: set[str] = field(default_factory=set)
 
     def forget_counts(self) -> None:
         """What jobs and offers count for may change: count them again when asked."""

@@ -178,6 +178,18 @@ def agent(
     offer_ttl: Annotated[
         float, typer.Option(min=1, help="Seconds an offer stays valid.")
     ] = Policy().offer_ttl,
+    claim_capacity: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Jobs a manager of ours may assign at once under the claim this agent "
+            "grants it with an offer (0: grant no claims).",
+        ),
+    ] = Policy().claim_capacity,
+    claim_ttl: Annotated[
+        float,
+        typer.Option(min=1, help="Seconds a claim holds unless a finished job renews it."),
+    ] = Policy().claim_ttl,
     workdir: Annotated[Path | None, typer.Option(help="Where job working dirs go.")] = None,
     containment: Annotated[
         str,
@@ -208,6 +220,8 @@ def agent(
         max_reserved=max_reserved,
         max_offers_per_manager=max_offers_per_manager,
         offer_ttl=offer_ttl,
+        claim_capacity=claim_capacity,
+        claim_ttl=claim_ttl,
         site_identifier=name,
         allow_managers=frozenset(allow_manager) if allow_manager else None,
         deny_managers=frozenset(deny_manager or ()),
