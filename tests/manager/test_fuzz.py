@@ -11,12 +11,15 @@ import contextlib
 import functools
 import uuid
 
+from google.protobuf.timestamp_pb2 import Timestamp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from caroni.core import Send
+from caroni.core import Send, random_ids
 from caroni.errors import SetAside
 from caroni.manager import handlers
+from caroni.manager.claims import ClaimBook
+from caroni.manager.handlers.claims import assign_claimed, on_refusal
 from caroni.manager.model import AttemptState, StepState, Workflow, WorkflowState
 from caroni.protocol import pb
 from tests.manager.test_handlers import chain_template
@@ -43,7 +46,7 @@ actions = st.lists(
         # Repeats weight the choice towards what moves a workflow forward.
         st.sampled_from(
             ["proper", "proper", "proper", "fail", "offer", "accepted", "status", "data"]
-            + ["decline", "tick", "replay"]
+            + ["decline", "tick", "replay", "finished", "refusal"]
         ),
         st.integers(0, 40),
         st.sampled_from([True, True, True, False]),
@@ -64,15 +67,30 @@ class World:
         self.requests: list[bytes] = []
         self.accepted: list[tuple[bytes, str]] = []  # (offer uuid, agent the manager accepted)
         self.jobs: list[tuple[bytes, str]] = []  # (job uuid, agent holding it)
+        # A claim of AGENTS[0] for every type, for two jobs, that runs out midway.
+        self.book = ClaimBook()
+        expiration = Timestamp()
+        expiration.FromSeconds(1150)
+        claim = pb.Claim(
+            claim_uuid=uuid.uuid4().bytes,
+            job_type_names=["foojob0", "foojob1", "foojob2"],
+            capacity=2,
+            expiration=expiration,
+        )
+        self.book.grant(claim, AGENTS[0], "", self.now)
         self.observe(first)
 
     def observe(self, sends: list[Send]) -> None:
+        """Note what the manager sends, as its shell would send it: with claims."""
+        sends = assign_claimed(self.workflow, sends, self.book, self.now, random_ids)
         for send in sends:
             message = send.message
             if isinstance(message, pb.JobFulfillmentRequest):
                 self.requests.append(message.request_uuid)
             elif isinstance(message, pb.JobFulfillmentOfferAccept):
                 self.accepted.append((message.offer_uuid, send.to))
+            elif isinstance(message, pb.JobAssignment):
+                self.jobs.append((message.job_uuid, send.to))
 
     def pick(self, items: list, index: int):  # type: ignore[no-untyped-def]
         return items[index % len(items)] if items and index < 35 else None
@@ -132,6 +150,16 @@ class World:
             return handlers.on_job_accepted, message, agent if right_agent else stranger
         job, agent = self.pick(self.jobs, index) or (random_uuid, stranger)
         sender = agent if right_agent else stranger
+        if kind == "finished":
+            finished = pb.JobFinished(
+                job_uuid=job,
+                job_status=STATUSES[choice],
+                status_info=value,
+                parameters=[pb.JobParameter(key=KEYS[choice % len(KEYS)], value=value)],
+            )
+            return handlers.on_finished, finished, sender
+        if kind == "refusal":
+            return on_refusal, pb.JobAssignmentRefusal(job_uuid=job, refusal_message=value), sender
         if kind == "status":
             status = STATUSES[choice]
             return (
@@ -162,6 +190,10 @@ def check_invariants(workflow: Workflow) -> None:
     for flow in workflow.dataflows:
         if flow.delivered_to is not None:
             assert flow.value is not None
+    for step in workflow.steps.values():
+        current = step.current
+        if current is not None and current.claim_uuid and current.state.live:
+            assert current.agent_key and current.job_uuid, "an assigned job has its agent"
 
 
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -9,6 +9,7 @@ pure handler (:mod:`caroni.manager.handlers`) and stored back whole.
 
 from __future__ import annotations
 
+from collections import Counter
 from enum import StrEnum
 
 from pydantic import BaseModel, Field
@@ -91,6 +92,9 @@ class Attempt(BaseModel):
     last_polled_at: float | None = None  # last JobStatusRequest we sent
     candidates: list[Candidate] = Field(default_factory=list)  # offers held in the window
     window_closes_at: float | None = None
+    claim_uuid: str | None = None  # assigned under this claim (caroni.claims/1)
+    unclaimed: bool = False  # an assignment was refused: request it by broadcast only
+    lease_expired: bool = False  # given up because its agent stayed silent
 
 
 class StepState(StrEnum):
@@ -185,6 +189,16 @@ class Workflow(BaseModel):
                 if attempt.job_uuid:
                     keys.add(attempt.job_uuid)
         return keys
+
+    def claims_in_use(self) -> Counter[str]:
+        """Live jobs of this workflow under each claim, by claim uuid."""
+        return Counter(
+            step.current.claim_uuid
+            for step in self.steps.values()
+            if step.current is not None
+            and step.current.claim_uuid is not None
+            and step.current.state.live
+        )
 
     def find_attempt(self, key: str) -> tuple[Step, Attempt] | None:
         """The step and attempt that a request, offer or job uuid (hex) belongs to."""

@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any
 
 from caroni.core import Incoming, NewId, Send
 from caroni.errors import SetAside
 from caroni.manager import handlers
+from caroni.manager.claim_store import ClaimStore
+from caroni.manager.claims import ClaimBook
 from caroni.manager.handlers.attempts import route_requests
+from caroni.manager.handlers.claims import assign_claimed, on_refusal
 from caroni.manager.model import DEFAULT_MAX_ATTEMPTS, Workflow, WorkflowState
 from caroni.manager.store import Loaded, WorkflowStore
 from caroni.manager.templates import Template
 from caroni.manager.work import ManagerWork
 from caroni.node.tx import Tx
 from caroni.protocol import pb
-from caroni.protocol.extensions import TYPED_REQUESTS
+from caroni.protocol.extensions import CLAIMS, TYPED_REQUESTS
 
 log = logging.getLogger("caroni.manager")
 
@@ -35,6 +38,12 @@ def _on_status_update(
     workflow: Workflow, msg: Any, reply_to: str, now: float, new_id: NewId, _: bool
 ) -> list[Send]:
     return handlers.on_status_update(workflow, msg, reply_to, now, new_id=new_id)
+
+
+def _on_finished(
+    workflow: Workflow, msg: Any, reply_to: str, now: float, new_id: NewId, _: bool
+) -> list[Send]:
+    return handlers.on_finished(workflow, msg, reply_to, now, new_id=new_id)
 
 
 DEFAULT_MAX_RUNNING = 300
@@ -72,16 +81,49 @@ class ManagerRole:
             "JobAccepted": ("offer_uuid", _plain(handlers.on_job_accepted)),
             "JobStatusUpdate": ("job_uuid", _on_status_update),
             "JobDataAvailable": ("job_uuid", _plain(handlers.on_data)),
+            "JobFinished": ("job_uuid", _on_finished),
+            "JobAssignmentRefusal": ("job_uuid", _plain(on_refusal)),
         }
+        self.claims = ClaimStore()
 
     def _on_offer(
         self, workflow: Workflow, msg: Any, reply_to: str, now: float, _: NewId, ours: bool
     ) -> list[Send]:
         return handlers.on_offer(workflow, msg, reply_to, now, self.timings, ours=ours)
 
-    def _send(self, tx: Tx, sends: list[Send]) -> None:
+    def _send(self, tx: Tx, sends: list[Send], workflow: Workflow | None = None) -> None:
+        """Send what a handler decided about ``workflow``: with claims, steps a claim
+        covers are assigned rather than requested; requests go to their keys."""
+        if (
+            workflow is not None
+            and CLAIMS in tx.speaks
+            and any(isinstance(send.message, pb.JobFulfillmentRequest) for send in sends)
+        ):
+            sends = assign_claimed(workflow, sends, self._book(tx), tx.now, tx.new_id)
         typed = TYPED_REQUESTS in tx.speaks
         tx.send_all(route_requests(sends, typed=typed, shared=self.shared_requests))
+
+    def _book(self, tx: Tx) -> ClaimBook:
+        """The live claims, read once per transaction."""
+        work = self._work(tx)
+        if work.book is None:
+            work.book = self.claims.live(tx.conn, tx.now)
+        return work.book
+
+    def _note_claims(self, tx: Tx, incoming: Incoming) -> None:
+        """Record the claims an agent granted, renewed, shrank or revoked, and stop
+        assigning under one it refused an assignment under."""
+        if not tx.uses(CLAIMS, incoming):
+            return
+        msg = incoming.message
+        kind = incoming.type_name
+        if kind == "JobFulfillmentOffer" and msg.HasField("claim"):
+            site = msg.site.site_identifier if msg.HasField("site") else ""
+            self._book(tx).grant(msg.claim, incoming.reply_to, site, tx.now)
+        elif kind == "JobFinished" and msg.HasField("claim"):
+            self._book(tx).grant(msg.claim, incoming.reply_to, "", tx.now)
+        elif kind == "JobAssignmentRefusal" and len(msg.claim_uuid) == 16:
+            self._book(tx).drop(uuid.UUID(bytes=msg.claim_uuid).hex, incoming.reply_to)
 
     def bindings(self, own_key: str) -> list[str]:
         return [own_key]
@@ -89,6 +131,7 @@ class ManagerRole:
     def handle(self, tx: Tx, incoming: Incoming) -> None:
         kind = incoming.type_name
         msg = incoming.message
+        self._note_claims(tx, incoming)
         if kind in self._routed:
             field, handler = self._routed[kind]
             key = uuid.UUID(bytes=getattr(msg, field)).hex
@@ -97,10 +140,15 @@ class ManagerRole:
                 raise SetAside(f"{kind} names {field} {key}, which no workflow here has")
             tx.subject = loaded.workflow.id
             ours = incoming.opened.sender is not None
+            workflow = loaded.workflow
             self._send(
-                tx, handler(loaded.workflow, msg, incoming.reply_to, tx.now, tx.new_id, ours)
+                tx, handler(workflow, msg, incoming.reply_to, tx.now, tx.new_id, ours), workflow
             )
             _log_state(loaded.workflow, kind)
+        elif kind == "Claim":
+            if not tx.uses(CLAIMS, incoming):
+                raise SetAside("a Claim from a node that did not announce claims")
+            self._book(tx).grant(msg, incoming.reply_to, "", tx.now)
         elif kind == "WorkFlowCreate":
             self.create(tx, msg, incoming.reply_to, incoming.opened.signator)
         elif kind == "WorkFlowStatusRequest":
@@ -168,7 +216,7 @@ class ManagerRole:
         if self.max_running and workflow.state == WorkflowState.RUNNING:
             self._work(tx).running = self._running(tx) + 1
         tx.subject = workflow.id
-        self._send(tx, sends)
+        self._send(tx, sends, workflow)
         _log_state(workflow, "WorkFlowCreate")
         return workflow
 
@@ -194,14 +242,15 @@ class ManagerRole:
             if loaded is None:
                 continue
             tx.subject = workflow_id
-            self._send(
-                tx, handlers.on_tick(loaded.workflow, tx.now, self.timings, new_id=tx.new_id)
-            )
+            workflow = loaded.workflow
+            sends = handlers.on_tick(workflow, tx.now, self.timings, new_id=tx.new_id)
+            self._send(tx, sends, workflow)
             tx.tag_traffic()  # each workflow's messages logged under its own id
         # Written now, so that the next wake below counts these workflows' timers.
         admitted = self.save_opened(tx)
         if self.max_running and not admitted:
             self._admit(tx)  # should room have come some other way (a replica, a restart)
+        self.claims.forget_expired(tx.conn, tx.now)
         return self.store.next_wake(tx.conn)
 
     def _find(self, tx: Tx, raw: bytes) -> Loaded | None:
@@ -262,7 +311,7 @@ class ManagerRole:
         ended = any(
             loaded.workflow.state.finished and not loaded.finished for loaded in opened.values()
         )
-        self.store.save(tx.conn, opened.values())
+        self._save(tx, opened.values())
         if self.max_running and ended:
             self._admit(tx)
             return True
@@ -285,9 +334,17 @@ class ManagerRole:
         started = self.store.waiting(tx.conn, room)
         for loaded in started:
             tx.subject = loaded.workflow.id
-            self._send(tx, handlers.start_workflow(loaded.workflow, tx.now, new_id=tx.new_id))
+            workflow = loaded.workflow
+            self._send(tx, handlers.start_workflow(workflow, tx.now, new_id=tx.new_id), workflow)
             tx.tag_traffic()
-        self.store.save(tx.conn, started)
+        self._save(tx, started)
+
+    def _save(self, tx: Tx, loaded: Iterable[Loaded]) -> None:
+        """Write workflows back, and with them the claims and the jobs under them."""
+        in_use = self.store.save(tx.conn, loaded)
+        book = self._work(tx).book
+        if book is not None or any(in_use.values()):
+            self.claims.write(tx.conn, book if book is not None else ClaimBook(), in_use)
 
 
 def _log_state(workflow: Workflow, cause: str) -> None:

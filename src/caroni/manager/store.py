@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,6 +82,7 @@ class Loaded:
     keys: set[str] = field(default_factory=set)
     doc: str = ""  # as stored, so that an unchanged workflow is not written again
     finished: bool = False  # as stored
+    claimed: Counter[str] = field(default_factory=Counter)  # live jobs by claim, as stored
 
 
 class WorkflowStore:
@@ -131,14 +132,17 @@ class WorkflowStore:
                 workflow = Workflow.model_validate_json(row.doc)
                 keys = workflow.route_keys()
             finished = workflow.state.finished
-            loaded.append(Loaded(workflow, row.version, keys, row.doc, finished))
+            claimed = workflow.claims_in_use()
+            loaded.append(Loaded(workflow, row.version, keys, row.doc, finished, claimed))
         return loaded
 
-    def save(self, conn: Connection, loaded: Iterable[Loaded]) -> None:
+    def save(self, conn: Connection, loaded: Iterable[Loaded]) -> Counter[str]:
         """Write workflows back, a few statements for all of them; unchanged ones (as
-        read) are left alone."""
+        read) are left alone. Returns how many live jobs each claim has more (or
+        fewer) than before, for the claims' counts."""
         inserts, updates, routes = [], [], []
         changed = []
+        claimed: Counter[str] = Counter()
         for item in loaded:
             workflow = item.workflow
             doc = workflow.model_dump_json()
@@ -164,7 +168,10 @@ class WorkflowStore:
                 )
             keys = workflow.route_keys()
             routes += [{"key": k, "workflow_id": workflow.id} for k in sorted(keys - item.keys)]
-            changed.append((item, doc, keys))
+            now_claimed = workflow.claims_in_use()
+            claimed.update(now_claimed)
+            claimed.subtract(item.claimed)
+            changed.append((item, doc, keys, now_claimed))
         if inserts:
             conn.execute(_INSERT_WORKFLOWS, inserts)
         if updates:
@@ -173,11 +180,13 @@ class WorkflowStore:
                 raise ConcurrentUpdate("a workflow changed under us (another process wrote it)")
         if routes:
             conn.execute(_INSERT_ROUTES, routes)
-        for item, doc, keys in changed:
+        for item, doc, keys, now_claimed in changed:
             item.version += 1
             item.doc = doc
             item.keys = keys
             item.finished = item.workflow.state.finished
+            item.claimed = now_claimed
+        return claimed
 
     def remember(self, loaded: Iterable[Loaded]) -> None:
         """Keep these workflows parsed for the next read (call once their transaction

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from caroni.core import Incoming
+from caroni.manager.claims import ClaimBook
 from caroni.manager.store import Loaded
 from caroni.node.tx import Tx
 
@@ -23,6 +24,7 @@ class ManagerWork:
     tx: Tx
     opened: dict[str, Loaded] = field(default_factory=dict)
     running: int | None = None  # workflows requesting or running steps, once counted
+    book: ClaimBook | None = None  # the live claims, once a message needed them
 
     def prefetch(self, incoming: Sequence[Incoming]) -> None:
         self.role.prefetch(self.tx, incoming)

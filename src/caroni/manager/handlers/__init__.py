@@ -16,6 +16,7 @@ from caroni.manager.handlers.ending import cancel, cancel_refusal, finish, statu
 from caroni.manager.handlers.messages import (
     on_data,
     on_decline,
+    on_finished,
     on_job_accepted,
     on_offer,
     on_status_update,
@@ -33,6 +34,7 @@ __all__ = [
     "next_wake",
     "on_data",
     "on_decline",
+    "on_finished",
     "on_job_accepted",
     "on_offer",
     "on_status_update",

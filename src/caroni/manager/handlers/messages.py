@@ -3,6 +3,8 @@ acceptance, status and data."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from caroni.core import NewId, Send, random_ids
 from caroni.errors import SetAside
 from caroni.manager.handlers.attempts import give_up
@@ -149,11 +151,16 @@ def on_job_accepted(
     step.state = StepState.PLACED
     workflow.updated_at = now
     sends = [Send(reply_to, pb.JobStatusRequest(job_uuid=msg.job_uuid))]
+    note_placed(workflow)
+    return sends + deliver_data(workflow)
+
+
+def note_placed(workflow: Workflow) -> None:
+    """Once every step has had a job, data may flow (see ``deliver_data``)."""
     if not workflow.placed and all(
         s.current and s.current.job_uuid for s in workflow.steps.values()
     ):
         workflow.placed = True
-    return sends + deliver_data(workflow)
 
 
 def _check_sender(attempt: Attempt, reply_to: str) -> None:
@@ -173,7 +180,7 @@ def on_status_update(
     *,
     new_id: NewId = random_ids,
 ) -> list[Send]:
-    step, attempt = _job_attempt(workflow, msg.job_uuid, reply_to)
+    step, attempt = job_attempt(workflow, msg.job_uuid, reply_to)
     delivers = msg.job_status == pb.JOB_STATUS_COMPLETED
     if not _followed(workflow, step, attempt, delivers, now):
         return []  # late news about a job we no longer follow
@@ -199,17 +206,47 @@ def on_status_update(
 
 def on_data(workflow: Workflow, msg: pb.JobDataAvailable, reply_to: str, now: float) -> list[Send]:
     """Outputs of a job: record them, forward them downstream, maybe finish the step."""
-    step, attempt = _job_attempt(workflow, msg.job_uuid, reply_to)
+    step, attempt = job_attempt(workflow, msg.job_uuid, reply_to)
     if not _followed(workflow, step, attempt, True, now):
         return []
     attempt.last_heard_at = now
-    for parameter in msg.parameters:
-        if parameter.key not in step.outputs:
-            continue  # an output the template does not use
-        attempt.outputs.setdefault(parameter.key, parameter.value)
+    _take_outputs(step, attempt, msg.parameters)
     attempt.updated_at = now
     workflow.updated_at = now
     return _maybe_complete_step(workflow, step, attempt, now)
+
+
+def on_finished(
+    workflow: Workflow,
+    msg: pb.JobFinished,
+    reply_to: str,
+    now: float,
+    *,
+    new_id: NewId = random_ids,
+) -> list[Send]:
+    """The outcome of a job in one message (caroni.claims/1): its outputs and
+    COMPLETED, or FAILED with the reason."""
+    step, attempt = job_attempt(workflow, msg.job_uuid, reply_to)
+    completed = msg.job_status == pb.JOB_STATUS_COMPLETED
+    if not _followed(workflow, step, attempt, completed, now):
+        return []
+    attempt.last_heard_at = now
+    attempt.status_info = msg.status_info
+    attempt.updated_at = now
+    workflow.updated_at = now
+    if not completed:
+        reason = msg.status_info or "job failed"
+        return give_up(workflow, step, attempt, AttemptState.FAILED, reason, now, new_id)
+    _take_outputs(step, attempt, msg.parameters)
+    attempt.completed_seen = True
+    return _maybe_complete_step(workflow, step, attempt, now)
+
+
+def _take_outputs(step: Step, attempt: Attempt, parameters: Iterable[pb.JobParameter]) -> None:
+    for parameter in parameters:
+        if parameter.key not in step.outputs:
+            continue  # an output the template does not use
+        attempt.outputs.setdefault(parameter.key, parameter.value)
 
 
 def _followed(workflow: Workflow, step: Step, attempt: Attempt, delivers: bool, now: float) -> bool:
@@ -250,7 +287,7 @@ def _attempt_of(workflow: Workflow, key: bytes, what: str) -> tuple[Step, Attemp
     return found
 
 
-def _job_attempt(workflow: Workflow, job_uuid: bytes, reply_to: str) -> tuple[Step, Attempt]:
+def job_attempt(workflow: Workflow, job_uuid: bytes, reply_to: str) -> tuple[Step, Attempt]:
     step, attempt = _attempt_of(workflow, job_uuid, "message about a job")
     if attempt.job_uuid != hex_of(job_uuid):
         raise SetAside("message about a job this workflow does not have")

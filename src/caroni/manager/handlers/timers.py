@@ -98,6 +98,7 @@ def on_tick(
             leased = current.agent_is_ours or current.polls_answered
             if leased and now >= heard + timings.job_lease:
                 why = f"agent silent for {now - heard:.0f}s about its job"
+                current.lease_expired = True
                 sends += give_up(workflow, step, current, AttemptState.ABANDONED, why, now, new_id)
             elif now >= _heard_or_polled(current) + timings.status_interval:
                 current.last_polled_at = now

@@ -1,0 +1,101 @@
+"""Claims a manager holds (the caroni.claims/1 extension), as plain data.
+
+An agent of ours may grant a manager a claim with an offer: capacity for some job
+types, up to a number of jobs at once, until it expires. While a claim is live the
+manager assigns steps of those types straight to its agent. The agent stays in
+charge: it renews a claim with each result, may shrink or revoke it, and refuses an
+assignment it will not take, whereupon the manager requests the step by broadcast.
+So the manager's count of jobs under a claim (``in_use``) only spares the agent
+assignments it would refuse; it need not be exact.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection
+from dataclasses import dataclass, field
+
+from caroni.protocol import pb
+
+MAX_CLAIM_CAPACITY = 10_000
+"""Most jobs at once a manager assigns under one claim, whatever the agent grants."""
+
+MAX_CLAIM_LEASE = 3600.0
+"""Longest a granted claim counts (seconds from when it arrives): a claim must be
+renewed, so that one lost with its agent stops drawing assignments."""
+
+
+@dataclass(slots=True)
+class HeldClaim:
+    claim_uuid: str
+    agent_key: str
+    agent_site: str
+    job_types: frozenset[str]
+    capacity: int
+    expires_at: float
+    in_use: int = 0
+
+    def free(self, now: float) -> int:
+        """Jobs this claim takes now (0 once it expired)."""
+        return max(self.capacity - self.in_use, 0) if now < self.expires_at else 0
+
+
+@dataclass
+class ClaimBook:
+    """The live claims one transaction works with, and what it changed of them."""
+
+    claims: dict[str, HeldClaim] = field(default_factory=dict)
+    granted: set[str] = field(default_factory=set)  # claim uuids to write
+    dropped: set[str] = field(default_factory=set)  # claim uuids to delete
+
+    def pick(self, job_type: str, now: float, avoid: Collection[str] = ()) -> HeldClaim | None:
+        """The live claim for ``job_type`` with the most room (the latest to expire
+        among equals), leaving out the claim uuids in ``avoid``; or None."""
+        best: HeldClaim | None = None
+        for claim in self.claims.values():
+            if job_type not in claim.job_types or claim.free(now) <= 0:
+                continue
+            if claim.claim_uuid in avoid:
+                continue
+            if best is None or (claim.free(now), claim.expires_at) > (
+                best.free(now),
+                best.expires_at,
+            ):
+                best = claim
+        return best
+
+    def take(self, claim: HeldClaim) -> None:
+        """One more job runs under ``claim`` (so far as this transaction knows)."""
+        claim.in_use += 1
+
+    def grant(self, msg: pb.Claim, agent_key: str, agent_site: str, now: float) -> None:
+        """Record a claim ``agent_key`` granted, renewed, shrank or (capacity 0)
+        revoked. Only the agent that granted a claim may change it."""
+        claim_uuid = uuid.UUID(bytes=msg.claim_uuid).hex
+        held = self.claims.get(claim_uuid)
+        if held is not None and held.agent_key != agent_key:
+            return
+        expires_at = min(msg.expiration.ToNanoseconds() / 1e9, now + MAX_CLAIM_LEASE)
+        if msg.capacity == 0 or expires_at <= now:
+            self.drop(claim_uuid, agent_key)
+            return
+        self.claims[claim_uuid] = HeldClaim(
+            claim_uuid=claim_uuid,
+            agent_key=agent_key,
+            agent_site=agent_site or (held.agent_site if held else ""),
+            job_types=frozenset(msg.job_type_names),
+            capacity=min(msg.capacity, MAX_CLAIM_CAPACITY),
+            expires_at=expires_at,
+            in_use=held.in_use if held else 0,
+        )
+        self.granted.add(claim_uuid)
+        self.dropped.discard(claim_uuid)
+
+    def drop(self, claim_uuid: str, agent_key: str) -> None:
+        """Stop assigning under a claim (its agent revoked it, or refused under it)."""
+        held = self.claims.get(claim_uuid)
+        if held is not None and held.agent_key != agent_key:
+            return
+        self.claims.pop(claim_uuid, None)
+        self.granted.discard(claim_uuid)
+        self.dropped.add(claim_uuid)
