@@ -178,6 +178,7 @@ class ChaosReport:
     jobs_run_again: int = 0  # jobs whose body started more than once
     extra_runs: int = 0  # body starts beyond the first, summed
     jobs_by_agent: dict[str, int] = field(default_factory=dict)
+    assigned_jobs: int = 0  # jobs placed under claims (the rest by offers)
     dead_letters: dict[str, Counter[str]] = field(default_factory=dict)
     outbox_left: dict[str, int] = field(default_factory=dict)
     queues_left: dict[str, int] | None = None
@@ -224,7 +225,8 @@ class ChaosReport:
         per_agent = ", ".join(f"{name} {count}" for name, count in self.jobs_by_agent.items())
         lines.append(
             f"job bodies run more than once: {self.jobs_run_again} job(s), "
-            f"{self.extra_runs} extra run(s), of {self.jobs} jobs ({per_agent})"
+            f"{self.extra_runs} extra run(s), of {self.jobs} jobs ({per_agent}); "
+            f"{self.assigned_jobs} assigned under claims"
         )
         lines.append(
             f"dead letters: {self.dead_letter_total} ("
@@ -487,6 +489,11 @@ class Observer:
             " FROM jobs",
         )[0]
         return int(row[0]), int(row[1]), int(row[2])
+
+    def assigned_jobs(self, agent: str) -> int:
+        """Jobs the agent took under a claim."""
+        query = "SELECT count(*) FROM jobs WHERE claim_uuid IS NOT NULL"
+        return int(self._query(agent, query)[0][0])
 
     def dead_letters(self, node: str) -> Counter[str]:
         rows = self._query(node, "SELECT type_name, reason FROM dead_letters")
@@ -851,6 +858,7 @@ async def _collect(run: _Run, ids_inputs: list[tuple[uuid.UUID, str]]) -> None:
             report.jobs_by_agent[agent] = jobs
             report.jobs_run_again += again
             report.extra_runs += extra
+            report.assigned_jobs += await asyncio.to_thread(observer.assigned_jobs, agent)
         for node in run.nodes:
             report.dead_letters[node] = await asyncio.to_thread(observer.dead_letters, node)
             report.outbox_left[node] = await asyncio.to_thread(observer.outbox_rows, node)

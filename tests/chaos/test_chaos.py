@@ -47,4 +47,5 @@ def test_every_workflow_completes_correctly_through_kills_and_a_broker_restart()
         assert event.finished_at_strike < WORKFLOWS, f"{event.target} hit after the run"
         assert event.back_at is not None, f"{event.target} did not come back:\n{summary}"
     assert report.jobs >= 5 * WORKFLOWS
+    assert report.assigned_jobs > 0, "the nodes spoke claims through the kills"
     assert not report.errors, summary

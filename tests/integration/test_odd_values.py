@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
@@ -28,6 +29,7 @@ from caroni.demo import demo_template_paths
 from caroni.demo.main import DEMO_JOB_TYPES
 from caroni.manager.templates import load_template_file
 from caroni.protocol import FULFILLMENT_KEY, pb, seal
+from caroni.protocol.extensions import SPOKEN
 from caroni.store.tables import dead_letters
 from caroni.transport.memory import MemoryBroker, MemoryTransport
 from tests.waiting import eventually
@@ -64,8 +66,34 @@ creates = st.builds(
     ),
     workflow_uuid=uuids,
 )
+expirations = st.integers(-(2**40), 2**40).map(lambda seconds: Timestamp(seconds=seconds))
+claims = st.builds(
+    pb.Claim,
+    claim_uuid=uuids,
+    job_type_names=st.lists(st.one_of(st.just("foojob0"), text), max_size=3),
+    capacity=st.integers(0, 2**32 - 1),
+    expiration=expirations,
+)
 to_manager = st.one_of(
     creates,
+    st.builds(
+        pb.JobFulfillmentOffer,
+        request_uuid=uuids,
+        offer_uuid=uuids,
+        site=site,
+        offer_message=text,
+        claim=claims,
+    ),
+    claims,
+    st.builds(
+        pb.JobFinished,
+        job_uuid=uuids,
+        job_status=st.integers(0, 6),
+        status_info=text,
+        parameters=parameters,
+        claim=claims,
+    ),
+    st.builds(pb.JobAssignmentRefusal, job_uuid=uuids, refusal_message=text, claim_uuid=uuids),
     st.builds(
         pb.WorkFlowCreate,
         template_name=text,
@@ -105,6 +133,14 @@ to_agent = st.one_of(
     st.builds(pb.JobStatusRequest, job_uuid=uuids),
     st.builds(pb.JobKill, job_uuid=uuids, kill_info=text),
     st.builds(pb.JobDataAvailable, job_uuid=uuids, parameters=parameters),
+    st.builds(
+        pb.JobAssignment,
+        claim_uuid=uuids,
+        job_uuid=uuids,
+        job_type_name=st.one_of(st.just("foojob0"), text),
+        parameters=parameters,
+        awaited_parameters=st.lists(text, max_size=2),
+    ),
 )
 _odd_delivery = st.fixed_dictionaries(
     {
@@ -158,7 +194,8 @@ def test_odd_values_in_every_stored_field_never_reach_the_database(
         expected = {id(manager): 0, id(agent): 0}
         for key, message, fields in messages:
             fields = {k: uuid.uuid4().hex if v == FRESH else v for k, v in fields.items()}
-            body = seal(message, message_id=fields["envelope_id"])
+            # Announcing every extension, so that the messages of claims are handled.
+            body = seal(message, message_id=fields["envelope_id"], extensions=SPOKEN)
             props = {"message_id": fields["message_id"], "reply_to": fields["reply_to"]}
             await sender.publish(key, body, **props)
             expected[id(manager if key == manager.key else agent)] += 1

@@ -130,9 +130,13 @@ async def test_two_manager_replicas_share_one_database_and_one_queue(
     assert handled_twice == []
     handled = scalar(db, "select count(*) from message_log where direction = 'in'")
     assert handled == scalar(db, "select count(*) from inbox")
-    # One offer accepted per step, and each agent job created once and completed.
-    accepted = "select count(*) from message_log where type_name = 'JobFulfillmentOfferAccept'"
-    assert scalar(db, accepted) == 2 * WAVE * STEPS
+    # One offer accepted or one assignment (under a claim) per step, and each agent job
+    # created once and completed.
+    placed = (
+        "select count(*) from message_log where direction = 'out' "
+        "and type_name in ('JobFulfillmentOfferAccept', 'JobAssignment')"
+    )
+    assert scalar(db, placed) == 2 * WAVE * STEPS
     jobs = [
         row[0]
         for agent_db in agent_dbs

@@ -1,0 +1,155 @@
+"""Claims between our own nodes (caroni.claims/1), end to end on the in-process
+broker: once an agent has granted a claim with an offer, the manager assigns
+further steps straight to it, and a step costs an assignment, its outcome and at
+most one message of data; an agent that refuses assignments past a claim's
+capacity sees those steps requested by broadcast, and every workflow still ends
+right."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from caroni.agent.jobtypes import load_job_types
+from caroni.agent.model import Policy
+from caroni.app import AgentNode, ManagerNode
+from caroni.client import Client
+from caroni.demo import demo_template_paths
+from caroni.demo.main import DEMO_JOB_TYPES
+from caroni.manager.handlers import DEFAULT_TIMINGS, Timings
+from caroni.manager.templates import load_template_file
+from caroni.store.tables import message_log
+from caroni.transport.memory import MemoryBroker, MemoryTransport
+from tests.demo_runs import expected
+
+STEPS = 3  # test_simple: foojob0, foojob1, foojob2
+# The messages of the conversation about jobs (a client's are left out).
+JOB_MESSAGES = (
+    "JobFulfillmentRequest",
+    "JobFulfillmentOffer",
+    "JobFulfillmentDecline",
+    "JobFulfillmentOfferAccept",
+    "JobFulfillmentOfferReject",
+    "JobAccepted",
+    "JobStatusRequest",
+    "JobStatusUpdate",
+    "JobDataAvailable",
+    "JobKill",
+    "Claim",
+    "JobAssignment",
+    "JobAssignmentRefusal",
+    "JobFinished",
+)
+
+
+def _count(node: ManagerNode | AgentNode, direction: str, *type_names: str) -> int:
+    query = select(func.count()).where(
+        message_log.c.direction == direction, message_log.c.type_name.in_(type_names)
+    )
+    with node.engine.connect() as conn:
+        return int(conn.execute(query).scalar_one())
+
+
+@asynccontextmanager
+async def _federation(
+    tmp_path: Path,
+    policies: list[Policy],
+    serves: list[tuple[str, ...]],
+    timings: Timings = DEFAULT_TIMINGS,
+) -> AsyncIterator[tuple[ManagerNode, list[AgentNode], Client]]:
+    broker = MemoryBroker()
+    manager = ManagerNode(
+        MemoryTransport(broker), str(tmp_path / "manager.sqlite3"), timings=timings
+    )
+    agents = [
+        AgentNode(
+            MemoryTransport(broker),
+            str(tmp_path / f"agent-{n}.sqlite3"),
+            policy=policy,
+            workdir=tmp_path / f"jobs-{n}",
+        )
+        for n, policy in enumerate(policies)
+    ]
+    nodes = [manager, *agents]
+    client_transport = MemoryTransport(broker)
+    await client_transport.connect()
+    for node in nodes:
+        await node.transport.connect()
+        await node.start()
+    try:
+        await manager.add_template(load_template_file(demo_template_paths()["test_simple"]))
+        specs = {spec.name: spec for spec in load_job_types(DEMO_JOB_TYPES)}
+        for agent, names in zip(agents, serves, strict=True):
+            for name in names:
+                await agent.add_job_type(specs[name])
+        async with Client(client_transport, manager.key) as client:
+            yield manager, agents, client
+    finally:
+        await client_transport.close()
+        for node in reversed(nodes):
+            await node.stop()
+            await node.transport.close()
+
+
+async def _run(client: Client, tag: str, count: int) -> None:
+    """Submit ``count`` workflows at once and check each one's result."""
+    submitted = {
+        await client.submit("test_simple", {"start_message": f"{tag}{n}"}): f"{tag}{n}"
+        for n in range(count)
+    }
+    for workflow_id, message in submitted.items():
+        status = await client.wait(workflow_id, poll_interval=None, timeout=60)
+        assert status.state == "completed", status.reason
+        assert {o.key: o.value for o in status.outputs} == {"result": expected(message)}
+
+
+async def test_steps_under_a_claim_are_assigned_in_a_message_or_two(tmp_path: Path) -> None:
+    policies = [Policy(site_identifier="agent-0"), Policy(site_identifier="agent-1")]
+    serves = [("foojob0", "foojob2"), ("foojob1",)]  # every workflow spans both agents
+    async with _federation(tmp_path, policies, serves) as (manager, agents, client):
+        await _run(client, "first", 1)  # by requests and offers; the offers grant claims
+        requests_before = _count(manager, "out", "JobFulfillmentRequest")
+        progress_before = _count(manager, "in", "JobStatusUpdate", "JobAccepted")
+        messages_before = _count(manager, "in", *JOB_MESSAGES) + _count(
+            manager, "out", *JOB_MESSAGES
+        )
+        workflows = 10
+        await _run(client, "claimed", workflows)
+        assert _count(manager, "out", "JobFulfillmentRequest") == requests_before, (
+            "no step of a covered type is requested while its claim lives"
+        )
+        steps = workflows * STEPS
+        assert _count(manager, "out", "JobAssignment") == steps
+        assert _count(manager, "in", "JobFinished") == steps
+        assert _count(manager, "in", "JobStatusUpdate", "JobAccepted") == progress_before, (
+            "no progress reports for assigned jobs"
+        )
+        messages = (
+            _count(manager, "in", *JOB_MESSAGES)
+            + _count(manager, "out", *JOB_MESSAGES)
+            - messages_before
+        )
+        per_step = messages / steps
+        print(f"messages per step under claims: {per_step:.2f}")
+        assert per_step <= 3.0, f"{messages} messages for {steps} steps"
+        assert sum(_count(agent, "out", "JobAssignmentRefusal") for agent in agents) == 0
+
+
+async def test_assignments_an_agent_refuses_are_requested_by_broadcast(tmp_path: Path) -> None:
+    # The claim would take 100 jobs, but the agent holds at most 3 that wait (its
+    # max_reserved): it refuses the assignments past that, and those steps are
+    # requested by broadcast and served as its jobs finish.
+    policies = [Policy(site_identifier="agent-0", max_reserved=3)]
+    serves = [("foojob0", "foojob1", "foojob2")]
+    timings = Timings(rebroadcast_first=0.2, rebroadcast_max=0.5)
+    async with _federation(tmp_path, policies, serves, timings) as (manager, agents, client):
+        await _run(client, "first", 1)
+        requests_before = _count(manager, "out", "JobFulfillmentRequest")
+        await _run(client, "more", 4)
+        refused = _count(agents[0], "out", "JobAssignmentRefusal")
+        assert refused > 0
+        assert _count(manager, "in", "JobAssignmentRefusal") == refused
+        assert _count(manager, "out", "JobFulfillmentRequest") > requests_before
