@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 
 from caroni.cluster import LocalCluster
-from tests.web.helpers import api_token, eventually, post_form
+from tests.web.helpers import api_token, eventually, login, post_form
 from tests.web.test_manager_pages import section
 
 EDITED_BODY = (
@@ -122,3 +122,17 @@ async def test_jobs_are_listed_and_each_shows_what_it_did(
     assert cluster.manager.key in page  # the manager it serves
     assert page.count('class="message message-') >= 6  # request ... completed
     assert (await agent_user.get("/jobs/" + "0" * 32)).status_code == 404
+
+
+async def test_both_sites_list_the_claim_an_offer_granted(
+    agent_user: httpx.AsyncClient, manager_site: httpx.AsyncClient, cluster: LocalCluster
+) -> None:
+    empty = (await agent_user.get("/claims")).text
+    assert "has granted no claim" in empty
+    await run_demo_workflow(cluster, manager_site)
+    granted = section((await agent_user.get("/claims")).text, "claims")
+    assert cluster.manager.key in granted
+    assert "<code>foojob0</code>" in granted and "expired" not in granted
+    assert (await login(manager_site)).status_code == 303
+    held = section((await manager_site.get("/claims")).text, "claims")
+    assert "agent-1" in held and "<code>foojob2</code>" in held

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 import urllib.parse
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 NAV = [
     ("/jobs", "Jobs"),
     ("/job-types", "Job types"),
+    ("/claims", "Claims"),
     ("/dead-letters", "Dead letters"),
     ("/users", "Users"),
 ]
@@ -131,6 +133,15 @@ def create_agent_app(agent: AgentNode) -> FastAPI:
         rows = await site.read(store.job_type_rows)
         return site.render(
             request, "agent/job_types.html", session=session, title="Job types", rows=rows
+        )
+
+    @app.get("/claims", include_in_schema=False)
+    async def claims_page(request: Request) -> Response:
+        session = await site.session(request)
+        rows = await site.read(store.claims)
+        now = time.time()
+        return site.render(
+            request, "agent/claims.html", session=session, title="Claims", rows=rows, now=now
         )
 
     @app.get("/job-types/new", include_in_schema=False)

@@ -9,6 +9,7 @@ as when a ``WorkFlowCreate`` message arrives.
 
 from __future__ import annotations
 
+import time
 import urllib.parse
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +42,7 @@ NAV = [
     ("/workflows", "Workflows"),
     ("/workflows/new", "Start a workflow"),
     ("/templates", "Templates"),
+    ("/claims", "Claims"),
     ("/dead-letters", "Dead letters"),
     ("/users", "Users"),
 ]
@@ -201,6 +203,19 @@ def create_manager_app(manager: ManagerNode) -> FastAPI:
         return RedirectResponse(f"/workflows/{wid}?notice={notice}", status_code=303)
 
     # --- templates -----------------------------------------------------------------
+
+    @app.get("/claims", include_in_schema=False)
+    async def claims_page(request: Request) -> Response:
+        session = await site.session(request)
+        rows = await site.read(manager.role.claims.all)
+        return site.render(
+            request,
+            "manager/claims.html",
+            session=session,
+            title="Claims",
+            rows=rows,
+            now=time.time(),
+        )
 
     @app.get("/templates", include_in_schema=False)
     async def templates_page(request: Request) -> Response:
