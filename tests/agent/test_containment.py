@@ -61,10 +61,11 @@ class Body:
     def __init__(self, containment: JobContainment, script: str, workdir: Path) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
+        command = containment.command(["bash", "-c", script])
         kwargs = containment.popen_kwargs()
         try:
             self.proc = subprocess.Popen(
-                ["bash", "-c", script],
+                command,
                 cwd=workdir,
                 env={"PATH": "/usr/local/bin:/usr/bin:/bin", **containment.env},
                 stdin=subprocess.DEVNULL,

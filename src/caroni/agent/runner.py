@@ -269,19 +269,19 @@ class _JobRun:
             # Shielded: if we are cancelled while asyncio is still connecting the pipes,
             # its own cleanup would kill bash alone and then wait for pipes that bash's
             # children still hold. We let the spawn finish and kill the whole job.
+            # spec.name is $0, so bash's own error messages name the job type.
+            program, *args = containment.command([bash, "-c", spec.body, spec.name])
             spawn = asyncio.ensure_future(
                 loop.subprocess_exec(
                     lambda: JobOutput(loop, self.max_output_bytes),
-                    bash,
-                    "-c",
-                    spec.body,
-                    spec.name,  # $0, so bash's own error messages name the job type
+                    program,
+                    *args,
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,
                     cwd=workdir,
                     env=env,
-                    **containment.popen_kwargs(),  # its own session (and cgroup)
+                    **containment.popen_kwargs(),  # its own session
                     **as_user,  # type: ignore[arg-type]  # Popen takes user/group; the stub does not say
                 )
             )

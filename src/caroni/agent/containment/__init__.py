@@ -20,12 +20,14 @@ machine: when the machine goes down, so do the processes (the boot id says so).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import re
 import shutil
+import signal
 import stat
 from dataclasses import asdict, dataclass
 from enum import StrEnum
@@ -165,27 +167,38 @@ class Containments:
 
 
 class JobContainment:
-    """Where one job's processes are kept: give its spawn ``env`` and ``popen_kwargs``,
-    tell it ``started(pid)``, and ``close()`` it (which kills what is left) at the end."""
+    """Where one job's processes are kept: give its spawn ``command``, ``env`` and
+    ``popen_kwargs``, tell it ``started(pid)``, and ``close()`` it (which kills what is
+    left) at the end."""
 
     def __init__(self, owner: Containments, record: _Record) -> None:
         self._owner = owner
         self._record = record
         self._mark = f"{MARK_VARIABLE}={record.job_id}".encode("utf-8", "surrogateescape")
-        self._fd = -1
+        self._fd = -1  # the cgroup's cgroup.procs while the body is being spawned
         self._spawning = False
 
     @property
     def env(self) -> dict[str, str]:
         return {MARK_VARIABLE: self._record.job_id}
 
+    def command(self, argv: list[str]) -> list[str]:
+        """The command that runs ``argv`` in this containment: with a cgroup, a shell
+        moves itself into it, then becomes ``argv`` (same pid), so the body and all
+        it starts are inside (see ``_cgroup.entering``)."""
+        if not self._record.cgroup:
+            return argv
+        if self._fd < 0:
+            self._fd = _cgroup.open_procs(Path(self._record.cgroup))
+        return _cgroup.entering(self._fd, argv)
+
     def popen_kwargs(self) -> dict[str, Any]:
-        """Arguments for Popen (or asyncio's subprocess_exec): a session of its own, and
-        with a cgroup, the move into it before the body runs. Call once, just before
-        the spawn; ``started`` or ``spawn_failed`` must follow."""
+        """Arguments for Popen (or asyncio's subprocess_exec): a session of its own,
+        and what ``command`` needs passed down. Call once, after ``command`` and just
+        before the spawn; ``started`` or ``spawn_failed`` must follow."""
         kwargs: dict[str, Any] = {"start_new_session": True}
-        if self._record.cgroup:
-            self._fd, kwargs["preexec_fn"] = _cgroup.mover(Path(self._record.cgroup))
+        if self._fd >= 0:
+            kwargs["pass_fds"] = (self._fd,)
         _session.CHILDREN.spawn_begins()
         self._spawning = True
         return kwargs
@@ -213,13 +226,28 @@ class JobContainment:
         """SIGKILL every process of the job (the body too); the pids killed."""
         record = self._record
         if record.cgroup:
-            return _cgroup.kill(Path(record.cgroup), record.job_id)
+            # Its first process may not have entered the cgroup yet: end it (its
+            # session) first, so that nothing enters after the cgroup is emptied.
+            killed = self._kill_leader()
+            return killed | _cgroup.kill(Path(record.cgroup), record.job_id)
         sid: int | None = record.pid or None
         if sid is not None:
             leader = read_proc(sid)
             if leader is not None and leader.start_time != record.start_time:
                 sid = None  # the pid names another process now; only the mark is sure
         return _session.kill(sid, record.start_time, self._mark, record.job_id)
+
+    def _kill_leader(self) -> set[int]:
+        """SIGKILL the session the body's first process leads, if that process is
+        still the one that started (a pid may be reused)."""
+        pid = self._record.pid
+        leader = read_proc(pid) if pid else None
+        if leader is None or leader.start_time != self._record.start_time:
+            return set()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+            return {pid}
+        return set()
 
     def close(self) -> set[int]:
         """Kill what is left of the job, then forget it (its record, its cgroup)."""
