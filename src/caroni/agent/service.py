@@ -219,18 +219,15 @@ class AgentRole:
         work = self.work(tx)
         if manager_key not in work.claims_for:
             work.claims_for[manager_key] = self.store.live_claim_for(tx.conn, manager_key, tx.now)
-        claim = handlers.grant(
-            work.claims_for[manager_key],
-            manager_key,
-            self.catalogue,
-            self.policy,
-            tx.now,
-            tx.new_id,
-        )
-        if claim is not None:
-            work.claims_for[manager_key] = claim
-            work.claims[claim.claim_uuid] = claim
-            work.claims_changed.add(claim.claim_uuid)
+        live = work.claims_for[manager_key]
+        as_read = None if live is None else (live.expires_at, live.capacity, list(live.job_types))
+        claim = handlers.grant(live, manager_key, self.catalogue, self.policy, tx.now, tx.new_id)
+        if claim is None:
+            return None
+        work.claims_for[manager_key] = claim
+        work.claims[claim.claim_uuid] = claim
+        if (claim.expires_at, claim.capacity, claim.job_types) != as_read:
+            work.claims_changed.add(claim.claim_uuid)  # granted or renewed: to write
         return claim
 
     def _claim(self, tx: Tx, claim_uuid: str) -> GrantedClaim | None:
