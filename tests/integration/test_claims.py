@@ -21,7 +21,7 @@ from caroni.demo import demo_template_paths
 from caroni.demo.main import DEMO_JOB_TYPES
 from caroni.manager.handlers import DEFAULT_TIMINGS, Timings
 from caroni.manager.templates import load_template_file
-from caroni.store.tables import message_log
+from caroni.store.tables import message_log, waiting_steps
 from caroni.transport.memory import MemoryBroker, MemoryTransport
 from tests.demo_runs import expected
 
@@ -153,3 +153,22 @@ async def test_assignments_an_agent_refuses_are_requested_by_broadcast(tmp_path:
         assert refused > 0
         assert _count(manager, "in", "JobAssignmentRefusal") == refused
         assert _count(manager, "out", "JobFulfillmentRequest") > requests_before
+
+
+async def test_steps_wait_for_room_in_a_full_claim_and_are_assigned_as_jobs_end(
+    tmp_path: Path,
+) -> None:
+    # A claim of two jobs at once and twelve steps at once: the manager requests
+    # none of them (the only agent is busy anyway); each job's end makes room, and
+    # the longest waiting step is assigned in the same transaction.
+    policies = [Policy(site_identifier="agent-0", claim_capacity=2)]
+    serves = [("foojob0", "foojob1", "foojob2")]
+    async with _federation(tmp_path, policies, serves) as (manager, agents, client):
+        await _run(client, "first", 1)
+        requests_before = _count(manager, "out", "JobFulfillmentRequest")
+        await _run(client, "queued", 4)
+        assert _count(manager, "out", "JobFulfillmentRequest") == requests_before
+        assert _count(manager, "out", "JobAssignment") == 4 * STEPS
+        assert _count(agents[0], "out", "JobAssignmentRefusal") == 0
+        with manager.engine.connect() as conn:
+            assert conn.execute(select(func.count()).select_from(waiting_steps)).scalar() == 0

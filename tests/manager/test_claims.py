@@ -4,13 +4,14 @@ goes to, what an assignment carries, and what a refusal or a JobFinished does.""
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from caroni.core import counting_ids
+from caroni.core import Send, counting_ids
 from caroni.manager.claims import MAX_CLAIM_LEASE, ClaimBook
-from caroni.manager.handlers import DEFAULT_TIMINGS, on_finished, on_tick
-from caroni.manager.handlers.claims import assign_claimed, on_refusal
+from caroni.manager.handlers import DEFAULT_TIMINGS, on_finished, on_tick, request_message
+from caroni.manager.handlers.claims import assign_claimed, assign_waiting, on_refusal
 from caroni.manager.model import AttemptState, StepState, WorkflowState
 from caroni.protocol import pb
 from tests.manager.test_handlers import AGENT, OTHER_AGENT, new_workflow, of_type
@@ -99,9 +100,11 @@ def test_steps_past_a_claims_room_are_requested() -> None:
         "foojob1",
         "foojob2",
     ]
-    assert not workflow.placed, "data waits until every step has a job"
+    assert not workflow.placed, "not every step has a job"
     [assigned] = of_type(sends, pb.JobAssignment)
-    assert list(assigned.message.parameters) == []
+    assert [(p.key, p.value) for p in assigned.message.parameters] == [
+        ("message", "caronirocks")
+    ], "a job of ours gets its inputs at once, placed or not"
 
 
 def test_a_refused_assignment_is_requested_by_broadcast_and_never_assigned_again() -> None:
@@ -182,3 +185,22 @@ def test_a_step_tried_again_goes_to_another_claim() -> None:
     retry = on_finished(workflow, failed, AGENT, NOW + 1, new_id=counting_ids(3))
     [assigned] = assign_claimed(workflow, retry, book, NOW + 1, counting_ids(4))
     assert assigned.to == OTHER_AGENT, "not the claim it failed under"
+
+
+def test_a_step_whose_claims_are_full_waits_for_room_instead_of_being_requested() -> None:
+    workflow, requests = new_workflow()
+    book = book_with((AGENT, claim_message(capacity=1)))
+    sends = assign_claimed(workflow, requests, book, NOW, counting_ids(), hold=10.0)
+    assert len(of_type(sends, pb.JobAssignment)) == 1
+    assert of_type(sends, pb.JobFulfillmentRequest) == [], "held: the claim's agent is busy"
+    assert set(workflow.waiting_steps()) == {"step2", "step3"}
+    # Room again (its job ended): the waiting steps are assigned, nothing requested.
+    book.recount(Counter())  # of the one job taken, none is left
+    placed = assign_waiting(workflow, book, NOW + 1, counting_ids(2))
+    assert [s.message.job_type_name for s in placed] == ["foojob1"]
+    assert set(workflow.waiting_steps()) == {"step3"}
+    # Held no longer than ``hold``: then requested from every agent as well.
+    step3 = workflow.steps["step3"]
+    assert step3.current is not None
+    later = [Send("x", request_message(step3, step3.current))]
+    assert assign_claimed(workflow, later, book, NOW + 11, counting_ids(3), hold=10.0) == later

@@ -56,6 +56,7 @@ class ClaimStore:
             conn.execute(_COUNT, changes)
         book.granted.clear()
         book.dropped.clear()
+        book.stored(in_use)
 
     def forget_expired(self, conn: Connection, now: float) -> None:
         conn.execute(delete(held_claims).where(held_claims.c.expires_at < now - _KEPT_AFTER_EXPIRY))

@@ -12,7 +12,8 @@ assignments it would refuse; it need not be exact.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection
+from collections import Counter
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 from caroni.protocol import pb
@@ -33,11 +34,7 @@ class HeldClaim:
     job_types: frozenset[str]
     capacity: int
     expires_at: float
-    in_use: int = 0
-
-    def free(self, now: float) -> int:
-        """Jobs this claim takes now (0 once it expired)."""
-        return max(self.capacity - self.in_use, 0) if now < self.expires_at else 0
+    in_use: int = 0  # as stored when the transaction read it
 
 
 @dataclass
@@ -47,26 +44,61 @@ class ClaimBook:
     claims: dict[str, HeldClaim] = field(default_factory=dict)
     granted: set[str] = field(default_factory=set)  # claim uuids to write
     dropped: set[str] = field(default_factory=set)  # claim uuids to delete
+    # Jobs under each claim this transaction added (negative: ended), not yet stored.
+    changed: Counter[str] = field(default_factory=Counter)
+
+    def free(self, claim: HeldClaim, now: float) -> int:
+        """Jobs ``claim`` takes now (0 once it expired)."""
+        if now >= claim.expires_at:
+            return 0
+        return max(claim.capacity - claim.in_use - self.changed[claim.claim_uuid], 0)
+
+    def room(self, now: float) -> Counter[str]:
+        """Jobs the live claims take now, by job type."""
+        room: Counter[str] = Counter()
+        for claim in self.claims.values():
+            free = self.free(claim, now)
+            if free > 0:
+                for job_type in claim.job_types:
+                    room[job_type] += free
+        return room
 
     def pick(self, job_type: str, now: float, avoid: Collection[str] = ()) -> HeldClaim | None:
         """The live claim for ``job_type`` with the most room (the latest to expire
         among equals), leaving out the claim uuids in ``avoid``; or None."""
-        best: HeldClaim | None = None
+        best: tuple[int, float] | None = None
+        chosen: HeldClaim | None = None
         for claim in self.claims.values():
-            if job_type not in claim.job_types or claim.free(now) <= 0:
+            free = self.free(claim, now)
+            if job_type not in claim.job_types or free <= 0 or claim.claim_uuid in avoid:
                 continue
-            if claim.claim_uuid in avoid:
-                continue
-            if best is None or (claim.free(now), claim.expires_at) > (
-                best.free(now),
-                best.expires_at,
-            ):
-                best = claim
-        return best
+            if best is None or (free, claim.expires_at) > best:
+                best, chosen = (free, claim.expires_at), claim
+        return chosen
+
+    def covers(self, job_type: str, now: float, avoid: Collection[str] = ()) -> bool:
+        """Whether a live claim covers ``job_type``, with room or not (leaving out the
+        claim uuids in ``avoid``)."""
+        return any(
+            job_type in claim.job_types and now < claim.expires_at and claim_uuid not in avoid
+            for claim_uuid, claim in self.claims.items()
+        )
 
     def take(self, claim: HeldClaim) -> None:
         """One more job runs under ``claim`` (so far as this transaction knows)."""
-        claim.in_use += 1
+        self.changed[claim.claim_uuid] += 1
+
+    def stored(self, in_use: Mapping[str, int]) -> None:
+        """These changes of the jobs under claims are written now."""
+        for claim_uuid, delta in in_use.items():
+            if claim_uuid in self.claims:
+                self.claims[claim_uuid].in_use += delta
+        self.changed.subtract(in_use)
+
+    def recount(self, changed: Counter[str]) -> None:
+        """What this transaction changed of the jobs under each claim, counted anew
+        from its workflows (jobs ended count too)."""
+        self.changed = changed
 
     def grant(self, msg: pb.Claim, agent_key: str, agent_site: str, now: float) -> None:
         """Record a claim ``agent_key`` granted, renewed, shrank or (capacity 0)

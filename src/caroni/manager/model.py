@@ -200,6 +200,19 @@ class Workflow(BaseModel):
             and step.current.state.live
         )
 
+    def waiting_steps(self) -> dict[str, tuple[str, float]]:
+        """Steps whose current attempt waits for an agent, by name: (job type, since
+        when). Those an agent refused to take under a claim are left out."""
+        if self.state.finished:
+            return {}
+        return {
+            step.name: (step.job_type, step.current.requested_at)
+            for step in self.steps.values()
+            if step.current is not None
+            and step.current.state == AttemptState.REQUESTING
+            and not step.current.unclaimed
+        }
+
     def find_attempt(self, key: str) -> tuple[Step, Attempt] | None:
         """The step and attempt that a request, offer or job uuid (hex) belongs to."""
         for step in self.steps.values():

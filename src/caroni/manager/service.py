@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any
 
@@ -13,7 +14,7 @@ from caroni.manager import handlers
 from caroni.manager.claim_store import ClaimStore
 from caroni.manager.claims import ClaimBook
 from caroni.manager.handlers.attempts import route_requests
-from caroni.manager.handlers.claims import assign_claimed, on_refusal
+from caroni.manager.handlers.claims import assign_claimed, assign_waiting, on_refusal
 from caroni.manager.model import DEFAULT_MAX_ATTEMPTS, Workflow, WorkflowState
 from caroni.manager.store import Loaded, WorkflowStore
 from caroni.manager.templates import Template
@@ -47,6 +48,8 @@ def _on_finished(
 
 
 DEFAULT_MAX_RUNNING = 300
+MAX_PLACED_PER_TRANSACTION = 100
+"""Workflows with waiting steps one transaction takes to assign them under claims."""
 
 
 class ManagerRole:
@@ -99,7 +102,8 @@ class ManagerRole:
             and CLAIMS in tx.speaks
             and any(isinstance(send.message, pb.JobFulfillmentRequest) for send in sends)
         ):
-            sends = assign_claimed(workflow, sends, self._book(tx), tx.now, tx.new_id)
+            hold = self.timings.stalled_after
+            sends = assign_claimed(workflow, sends, self._book(tx), tx.now, tx.new_id, hold)
         typed = TYPED_REQUESTS in tx.speaks
         tx.send_all(route_requests(sends, typed=typed, shared=self.shared_requests))
 
@@ -304,9 +308,41 @@ class ManagerRole:
             # Read already in this transaction: the copy read first counts.
             opened.setdefault(found.workflow.id, found)
 
+    def _place_waiting(self, tx: Tx) -> None:
+        """Assign steps that wait for an agent to live claims with room: those of the
+        workflows at hand, then those waiting longest elsewhere. A claim gets room when
+        its jobs end, which is when this runs (a JobFinished brings the claim along)."""
+        work = self._work(tx)
+        book = work.book
+        if book is None or CLAIMS not in tx.speaks:
+            return
+        changed: Counter[str] = Counter()
+        for loaded in work.opened.values():
+            changed.update(loaded.workflow.claims_in_use())
+            changed.subtract(loaded.claimed)
+        book.recount(changed)
+        tx.tag_traffic()  # what was noted so far stays under its own subject
+        for loaded in list(work.opened.values()):
+            if loaded.workflow.waiting_steps() and book.room(tx.now):
+                self._assign_waiting(tx, loaded, book)
+        room = book.room(tx.now)
+        if not room:
+            return
+        limit = min(sum(room.values()), MAX_PLACED_PER_TRANSACTION)
+        for loaded in self.store.waiting_for(tx.conn, room, limit, skip=work.opened.keys()):
+            work.opened[loaded.workflow.id] = loaded
+            self._assign_waiting(tx, loaded, book)
+
+    def _assign_waiting(self, tx: Tx, loaded: Loaded, book: ClaimBook) -> None:
+        workflow = loaded.workflow
+        tx.subject = workflow.id
+        self._send(tx, assign_waiting(workflow, book, tx.now, tx.new_id), workflow)
+        tx.tag_traffic()
+
     def save_opened(self, tx: Tx) -> bool:
         """Write back the workflows read; start waiting ones in place of those that
         ended (True when it tried)."""
+        self._place_waiting(tx)
         opened = self._opened(tx)
         ended = any(
             loaded.workflow.state.finished and not loaded.finished for loaded in opened.values()

@@ -8,7 +8,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Select, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Select, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -16,7 +16,7 @@ from caroni.errors import CaroniError
 from caroni.manager.handlers import DEFAULT_TIMINGS, Timings, next_wake
 from caroni.manager.model import Workflow, WorkflowState
 from caroni.manager.templates import Template
-from caroni.store.tables import templates, workflow_routes, workflows
+from caroni.store.tables import templates, waiting_steps, workflow_routes, workflows
 
 # The statements of the message path, built once: building a statement costs more
 # than the round trip that runs it (measured: ~250 us against ~200 us). Workflows
@@ -45,6 +45,11 @@ _UPDATE_WORKFLOWS = update(workflows).where(
     workflows.c.id == bindparam("b_id"), workflows.c.version == bindparam("b_version")
 )
 _INSERT_ROUTES = insert(workflow_routes)
+_STOP_WAITING = delete(waiting_steps).where(
+    waiting_steps.c.workflow_id == bindparam("b_workflow_id"),
+    waiting_steps.c.step_name == bindparam("b_step_name"),
+)
+_START_WAITING = insert(waiting_steps)
 _COUNT_RUNNING = select(func.count()).where(
     workflows.c.state.in_([str(WorkflowState.RUNNING), str(WorkflowState.STALLED)])
 )
@@ -83,6 +88,7 @@ class Loaded:
     doc: str = ""  # as stored, so that an unchanged workflow is not written again
     finished: bool = False  # as stored
     claimed: Counter[str] = field(default_factory=Counter)  # live jobs by claim, as stored
+    waiting: dict[str, tuple[str, float]] = field(default_factory=dict)  # as stored
 
 
 class WorkflowStore:
@@ -133,7 +139,8 @@ class WorkflowStore:
                 keys = workflow.route_keys()
             finished = workflow.state.finished
             claimed = workflow.claims_in_use()
-            loaded.append(Loaded(workflow, row.version, keys, row.doc, finished, claimed))
+            waiting = workflow.waiting_steps()
+            loaded.append(Loaded(workflow, row.version, keys, row.doc, finished, claimed, waiting))
         return loaded
 
     def save(self, conn: Connection, loaded: Iterable[Loaded]) -> Counter[str]:
@@ -143,6 +150,8 @@ class WorkflowStore:
         inserts, updates, routes = [], [], []
         changed = []
         claimed: Counter[str] = Counter()
+        stop_waiting: list[dict[str, str]] = []
+        start_waiting: list[dict[str, Any]] = []
         for item in loaded:
             workflow = item.workflow
             doc = workflow.model_dump_json()
@@ -171,7 +180,21 @@ class WorkflowStore:
             now_claimed = workflow.claims_in_use()
             claimed.update(now_claimed)
             claimed.subtract(item.claimed)
-            changed.append((item, doc, keys, now_claimed))
+            now_waiting = workflow.waiting_steps()
+            for name, was in item.waiting.items():
+                if now_waiting.get(name) != was:
+                    stop_waiting.append({"b_workflow_id": workflow.id, "b_step_name": name})
+            for name, (job_type, since) in now_waiting.items():
+                if item.waiting.get(name) != (job_type, since):
+                    start_waiting.append(
+                        {
+                            "workflow_id": workflow.id,
+                            "step_name": name,
+                            "job_type": job_type,
+                            "since": since,
+                        }
+                    )
+            changed.append((item, doc, keys, now_claimed, now_waiting))
         if inserts:
             conn.execute(_INSERT_WORKFLOWS, inserts)
         if updates:
@@ -180,12 +203,17 @@ class WorkflowStore:
                 raise ConcurrentUpdate("a workflow changed under us (another process wrote it)")
         if routes:
             conn.execute(_INSERT_ROUTES, routes)
-        for item, doc, keys, now_claimed in changed:
+        if stop_waiting:
+            conn.execute(_STOP_WAITING, stop_waiting)
+        if start_waiting:
+            conn.execute(_START_WAITING, start_waiting)
+        for item, doc, keys, now_claimed, now_waiting in changed:
             item.version += 1
             item.doc = doc
             item.keys = keys
             item.finished = item.workflow.state.finished
             item.claimed = now_claimed
+            item.waiting = now_waiting
         return claimed
 
     def remember(self, loaded: Iterable[Loaded]) -> None:
@@ -202,6 +230,31 @@ class WorkflowStore:
                     self._parsed.pop(workflow_id, None)
             while len(self._parsed) > PARSED_CACHE_SIZE:
                 self._parsed.popitem(last=False)
+
+    def waiting_for(
+        self, conn: Connection, job_types: Collection[str], limit: int, skip: Collection[str]
+    ) -> list[Loaded]:
+        """Workflows with a step of one of ``job_types`` waiting for an agent, the
+        longest waiting first, at most ``limit``, none of the ids in ``skip`` and (on
+        PostgreSQL) none another transaction holds."""
+        longest = (
+            select(waiting_steps.c.workflow_id)
+            .where(waiting_steps.c.job_type.in_(list(job_types)))
+            .group_by(waiting_steps.c.workflow_id)
+            .order_by(func.min(waiting_steps.c.since))
+            .limit(limit + len(skip))
+        )
+        found = conn.execute(longest).scalars()
+        ids = [workflow_id for workflow_id in found if workflow_id not in skip]
+        if not ids:
+            return []
+        query = (
+            select(workflows.c.id, workflows.c.doc, workflows.c.version)
+            .where(workflows.c.id.in_(ids[:limit]))
+            .order_by(workflows.c.id)
+            .with_for_update(skip_locked=True)
+        )
+        return self._read(conn, query)
 
     def count_running(self, conn: Connection) -> int:
         return conn.execute(_COUNT_RUNNING).scalar_one()

@@ -155,6 +155,19 @@ held_claims = Table(
     Column("expires_at", Float, nullable=False, index=True),
 )
 
+# Steps whose current attempt waits for an agent (requested, none placed yet), kept
+# with the workflow they belong to: when a claim has room, the manager assigns the
+# longest waiting of its job types at once instead of at their next broadcast.
+waiting_steps = Table(
+    "waiting_steps",
+    metadata,
+    Column("workflow_id", String(32), primary_key=True),
+    Column("step_name", String(255), primary_key=True),
+    Column("job_type", String(255), nullable=False),
+    Column("since", Float, nullable=False),
+    Index("ix_waiting_steps_job_type_since", "job_type", "since"),
+)
+
 # --- agent --------------------------------------------------------------------------
 
 # Claims this agent granted managers (caroni.claims/1).

@@ -6,20 +6,30 @@ from __future__ import annotations
 from caroni.core import NewId, Send
 from caroni.errors import SetAside
 from caroni.manager.claims import ClaimBook, HeldClaim
-from caroni.manager.handlers.attempts import request_sends
+from caroni.manager.handlers.attempts import request_message, request_sends
 from caroni.manager.handlers.common import hex_of, raw_of
 from caroni.manager.handlers.ending import deliver_data
 from caroni.manager.handlers.messages import job_attempt, note_placed
 from caroni.manager.model import Attempt, AttemptState, Step, StepState, Workflow
-from caroni.protocol import pb
+from caroni.protocol import FULFILLMENT_KEY, pb
 
 
 def assign_claimed(
-    workflow: Workflow, sends: list[Send], book: ClaimBook, now: float, new_id: NewId
+    workflow: Workflow,
+    sends: list[Send],
+    book: ClaimBook,
+    now: float,
+    new_id: NewId,
+    hold: float = 0.0,
 ) -> list[Send]:
-    """Turn the first requests of steps whose job type a live claim covers into
-    assignments to the claim's agent, each carrying the inputs known so far; the
-    other sends stay as they are."""
+    """Turn the requests of steps whose job type a live claim with room covers into
+    assignments to the claim's agent, each carrying the inputs known so far.
+
+    A step whose claims are full waits for room (``assign_waiting``) rather than be
+    requested, for up to ``hold`` seconds since it was first requested: the agents
+    that granted them would only decline or hold an offer, and their running jobs
+    will free room. After that it is requested as well, from every agent, which is
+    how agents that have granted nothing yet are found. The other sends stay."""
     if workflow.state.finished:
         return sends
     for claim_uuid, agent_key in _silent_claims(workflow, now):
@@ -43,9 +53,11 @@ def assign_claimed(
                     book.take(claim)
                     assigned[request_uuid] = found
                     continue
+                if now - attempt.requested_at < hold and book.covers(step.job_type, now, tried):
+                    continue  # waits for room in a claim
         kept.append(send)
     if not assigned:
-        return sends
+        return kept
     note_placed(workflow)
     inputs: dict[str, list[pb.JobParameter]] = {}
     for send in deliver_data(workflow):
@@ -61,6 +73,19 @@ def assign_claimed(
         known = inputs.get(attempt.job_uuid, [])
         kept.append(Send(attempt.agent_key, _assignment(step, attempt, known)))
     return kept
+
+
+def assign_waiting(workflow: Workflow, book: ClaimBook, now: float, new_id: NewId) -> list[Send]:
+    """Assign the steps of ``workflow`` that wait for an agent and that a live claim
+    with room covers (a claim had room again); the others go on waiting for their
+    next broadcast."""
+    requests = [
+        Send(FULFILLMENT_KEY, request_message(step, step.current))
+        for name in workflow.waiting_steps()
+        if (step := workflow.steps[name]).current is not None
+    ]
+    sends = assign_claimed(workflow, requests, book, now, new_id)
+    return [send for send in sends if not isinstance(send.message, pb.JobFulfillmentRequest)]
 
 
 def _silent_claims(workflow: Workflow, now: float) -> set[tuple[str, str]]:
@@ -79,12 +104,11 @@ def _silent_claims(workflow: Workflow, now: float) -> set[tuple[str, str]]:
 
 
 def _assignable(step: Step, attempt: Attempt) -> bool:
-    """Whether an attempt may be assigned: its step's current attempt, requested for
-    the first time, no offer being weighed, and no assignment of it refused."""
+    """Whether an attempt may be assigned: its step's current attempt, waiting for an
+    agent, no offer being weighed, and no assignment of it refused."""
     return (
         attempt is step.current
         and attempt.state == AttemptState.REQUESTING
-        and attempt.broadcasts <= 1
         and not attempt.unclaimed
         and not attempt.candidates
     )

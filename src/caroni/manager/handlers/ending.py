@@ -17,10 +17,12 @@ from caroni.protocol import pb
 def deliver_data(workflow: Workflow) -> list[Send]:
     """Send every known value to its consumer's current job, once per job.
 
-    Nothing flows until every step has had a job (``placed``), as peers expect; a
-    replacement job gets again everything its step had been given.
+    Nothing flows to a job placed by offer until every step has had a job
+    (``placed``), as peers expect; a job assigned under a claim (an agent of ours)
+    gets its values as soon as they are known. A replacement job gets again
+    everything its step had been given.
     """
-    if not workflow.placed or workflow.state.finished:
+    if workflow.state.finished:
         return []
     by_job: dict[str, tuple[Attempt, list[pb.JobParameter]]] = {}
     for flow in workflow.dataflows:
@@ -28,6 +30,8 @@ def deliver_data(workflow: Workflow) -> list[Send]:
             continue
         current = workflow.steps[flow.target_step].current
         if current is None or current.job_uuid is None or not current.state.live:
+            continue
+        if not workflow.placed and current.claim_uuid is None:
             continue
         if current.state == AttemptState.ACCEPTING or flow.delivered_to == current.job_uuid:
             continue
