@@ -162,10 +162,19 @@ def main() -> None:
     parser.add_argument("--agents", default="1,10,50", help="agent counts, comma separated")
     parser.add_argument("--managers", type=int, default=2)
     parser.add_argument("--workflows", type=int, default=10, help="per manager")
+    parser.add_argument(
+        "--modes",
+        default=",".join(MODES),
+        help=f"what the nodes speak, comma separated, of: {', '.join(MODES)}",
+    )
     args = parser.parse_args()
+    modes = [mode.strip() for mode in args.modes.split(",")]
+    unknown = [mode for mode in modes if mode not in MODES]
+    if unknown:
+        parser.error(f"unknown mode(s) {unknown}; choose from {list(MODES)}")
     results = []
     for agents in (int(n) for n in args.agents.split(",")):
-        for mode in MODES:
+        for mode in modes:
             result = asyncio.run(run_once(agents, args.managers, args.workflows, mode))
             print(
                 f"{agents} agents, {mode}: "

@@ -76,14 +76,6 @@ claims = st.builds(
 )
 to_manager = st.one_of(
     creates,
-    st.builds(
-        pb.JobFulfillmentOffer,
-        request_uuid=uuids,
-        offer_uuid=uuids,
-        site=site,
-        offer_message=text,
-        claim=claims,
-    ),
     claims,
     st.builds(
         pb.JobFinished,
@@ -108,6 +100,7 @@ to_manager = st.one_of(
         offer_uuid=uuids,
         site=site,
         offer_message=text,
+        claim=st.one_of(st.none(), claims),  # None: no claim (protobuf leaves it unset)
     ),
     st.builds(pb.JobFulfillmentDecline, request_uuid=uuids, site=site, decline_message=text),
     st.builds(pb.JobAccepted, job_uuid=uuids, offer_uuid=uuids),
