@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from caroni.agent import handlers
+from caroni.agent import claims, handlers
 from caroni.agent.model import GrantedClaim, JobResult, JobStatus, Load, Policy
 from caroni.core import counting_ids
 from caroni.protocol import pb
@@ -19,7 +19,7 @@ POLICY = Policy(site_identifier="here", claim_capacity=2, claim_ttl=60.0)
 
 
 def granted(now: float = 100.0) -> GrantedClaim:
-    claim = handlers.grant(None, MANAGER, CATALOGUE, POLICY, now, counting_ids())
+    claim = claims.grant(None, MANAGER, CATALOGUE, POLICY, now, counting_ids())
     assert claim is not None
     return claim
 
@@ -48,7 +48,7 @@ def assign(  # type: ignore[no-untyped-def]
     now: float = 110.0,
     existing=None,
 ):
-    return handlers.on_assignment(
+    return claims.on_assignment(
         msg,
         manager,
         claim=claim,
@@ -65,13 +65,13 @@ def test_a_claim_covers_every_type_served_and_is_renewed_at_half_time() -> None:
     claim = granted(now=100.0)
     assert claim.job_types == sorted(CATALOGUE)
     assert (claim.capacity, claim.expires_at) == (2, 160.0)
-    same = handlers.grant(claim, MANAGER, CATALOGUE, POLICY, 120.0)
+    same = claims.grant(claim, MANAGER, CATALOGUE, POLICY, 120.0)
     assert same is claim and claim.expires_at == 160.0, "no renewal before half time"
-    handlers.grant(claim, MANAGER, CATALOGUE, POLICY, 140.0)
+    claims.grant(claim, MANAGER, CATALOGUE, POLICY, 140.0)
     assert claim.expires_at == 200.0
-    fresh = handlers.grant(claim, MANAGER, CATALOGUE, POLICY, 300.0, counting_ids(7))
+    fresh = claims.grant(claim, MANAGER, CATALOGUE, POLICY, 300.0, counting_ids(7))
     assert fresh is not None and fresh.claim_uuid != claim.claim_uuid, "expired: a new one"
-    assert handlers.grant(None, MANAGER, CATALOGUE, Policy(claim_capacity=0), 100.0) is None
+    assert claims.grant(None, MANAGER, CATALOGUE, Policy(claim_capacity=0), 100.0) is None
 
 
 def test_an_assignment_with_every_input_is_queued_at_once_and_reports_nothing() -> None:
@@ -165,7 +165,7 @@ def test_an_assigned_job_reports_its_outcome_in_one_message_that_renews_the_clai
     assert job is not None
     handlers.take_slot(job, CATALOGUE["upper"], 111.0)
     claim.expires_at = 175.0  # as renewed by the shell
-    [send] = handlers.job_finished(job, _finished(ok), 115.0, claim)
+    [send] = handlers.job_finished(job, _finished(ok), 115.0, claims.claim_message(claim))
     message = send.message
     assert isinstance(message, pb.JobFinished) and send.to == MANAGER
     if ok:

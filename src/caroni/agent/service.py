@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from caroni.agent import handlers
+from caroni.agent import claims, handlers
 from caroni.agent.containment import Containments, Mechanism
 from caroni.agent.jobtypes import JobTypeSpec
 from caroni.agent.model import AgentJob, GrantedClaim, JobStatus, Load, Offer, Policy
@@ -129,7 +129,7 @@ class AgentRole:
                 if isinstance(send.message, pb.JobFulfillmentOffer) and tx.uses(CLAIMS, incoming):
                     claim = self._grant(tx, incoming.reply_to)
                     if claim is not None:
-                        send.message.claim.CopyFrom(handlers.claim_message(claim))
+                        send.message.claim.CopyFrom(claims.claim_message(claim))
                 tx.send(send.to, send.message)
             return
         # Everything else may change what jobs and offers count for.
@@ -195,7 +195,7 @@ class AgentRole:
         claim_uuid = uuid.UUID(bytes=msg.claim_uuid).hex if len(msg.claim_uuid) == 16 else ""
         claim = self._claim(tx, claim_uuid)
         self.write_changes(tx)  # the jobs under the claim are counted in the database
-        job, sends = handlers.on_assignment(
+        job, sends = claims.on_assignment(
             msg,
             incoming.reply_to,
             claim=claim,
@@ -215,13 +215,13 @@ class AgentRole:
 
     def _grant(self, tx: Tx, manager_key: str) -> GrantedClaim | None:
         """The claim granted to ``manager_key`` to send with an offer, granted or
-        renewed now if need be (see ``handlers.grant``)."""
+        renewed now if need be (see ``claims.grant``)."""
         work = self.work(tx)
         if manager_key not in work.claims_for:
             work.claims_for[manager_key] = self.store.live_claim_for(tx.conn, manager_key, tx.now)
         live = work.claims_for[manager_key]
         as_read = None if live is None else (live.expires_at, live.capacity, list(live.job_types))
-        claim = handlers.grant(live, manager_key, self.catalogue, self.policy, tx.now, tx.new_id)
+        claim = claims.grant(live, manager_key, self.catalogue, self.policy, tx.now, tx.new_id)
         if claim is None:
             return None
         work.claims_for[manager_key] = claim

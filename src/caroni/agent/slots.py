@@ -14,7 +14,7 @@ import functools
 import logging
 from typing import TYPE_CHECKING
 
-from caroni.agent import handlers
+from caroni.agent import claims, handlers
 from caroni.agent.jobtypes import JobTypeSpec
 from caroni.agent.model import AgentJob, JobResult, JobStatus
 from caroni.agent.runner import run_job
@@ -182,7 +182,8 @@ class Slots:
                 continue
             tx.subject = job_uuid
             claim = role.renewed_claim(tx, job)
-            tx.send_all(handlers.job_finished(job, result, tx.now, claim))
+            renewed = claims.claim_message(claim) if claim is not None else None
+            tx.send_all(handlers.job_finished(job, result, tx.now, renewed))
             role.save(tx, job)
             tx.tag_traffic()
         self.fill(tx)
