@@ -38,7 +38,7 @@ STEPS = len(JOB_TYPES)  # test_simple has one step of each
 
 MODES: dict[str, frozenset[str]] = {
     "claims": SPOKEN,
-    "typed, no claims": SPOKEN - {CLAIMS},
+    "typed requests": SPOKEN - {CLAIMS},  # every extension but claims
     "shared protocol": frozenset(),
 }
 """What the nodes speak in each run, by the name the table gives it."""
