@@ -205,9 +205,12 @@ async def test_a_trusted_agent_cannot_speak_for_another(site: TrustedSite) -> No
     await transport.connect()
     watch = await transport.consume("agent-b-watches", ["#"], durable=False)
 
+    forged: list[str] = []
+
     async def forge(to: str, message: object, reply_to: str, sender: uuid.UUID) -> None:
         body = seal(message, message_id=new_message_id(), sender=sender, signer=forger)  # type: ignore[arg-type]
         await transport.publish(to, body, reply_to=reply_to)
+        forged.append(type(message).__name__)
 
     async def impersonate() -> None:
         async for delivery in watch:
@@ -221,7 +224,7 @@ async def test_a_trusted_agent_cannot_speak_for_another(site: TrustedSite) -> No
                     site=pb.Site(site_identifier="trusted-agent", site_uuid=victim_node.bytes),
                 )
                 await forge(delivery.reply_to, offer, victim, forger_node)
-            elif opened.type_name == "JobAccepted":
+            elif opened.type_name in ("JobAccepted", "JobAssignment"):
                 job = message.job_uuid  # type: ignore[attr-defined]
                 failed = pb.JobStatusUpdate(job_uuid=job, job_status=pb.JOB_STATUS_FAILED)
                 await forge(site.manager.key, failed, victim, victim_node)
@@ -237,9 +240,12 @@ async def test_a_trusted_agent_cannot_speak_for_another(site: TrustedSite) -> No
     try:
         workflow_id = await site.client.submit("test_simple", {"start_message": "genuine"})
         status = await site.client.wait(workflow_id, timeout=WAIT)
-        # Three steps: one forged offer each, and a failure and outputs for each job.
+        # A forged offer for each request, and a failure and outputs for each job,
+        # placed by offer or assigned under a claim.
+        await eventually(lambda: forged.count("JobKill") >= 3, "every job forged")
+        to_manager = len(forged) - forged.count("JobKill")
         refused = await eventually(
-            at_least(site.manager, 9), "the manager to set aside agent-b's messages"
+            at_least(site.manager, to_manager), "the manager to set aside agent-b's messages"
         )
         refused_kills = await eventually(
             at_least(site.agent, 3), "the agent to set aside agent-b's kills"
