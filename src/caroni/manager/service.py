@@ -35,16 +35,11 @@ def _plain(handler: Callable[[Workflow, Any, str, float], list[Send]]) -> JobHan
     return lambda workflow, msg, reply_to, now, _, __: handler(workflow, msg, reply_to, now)
 
 
-def _on_status_update(
-    workflow: Workflow, msg: Any, reply_to: str, now: float, new_id: NewId, _: bool
-) -> list[Send]:
-    return handlers.on_status_update(workflow, msg, reply_to, now, new_id=new_id)
-
-
-def _on_finished(
-    workflow: Workflow, msg: Any, reply_to: str, now: float, new_id: NewId, _: bool
-) -> list[Send]:
-    return handlers.on_finished(workflow, msg, reply_to, now, new_id=new_id)
+def _with_ids(handler: Callable[..., list[Send]]) -> JobHandler:
+    """A job handler that takes fresh ids (``new_id=``) but not who the sender is."""
+    return lambda workflow, msg, reply_to, now, new_id, _: handler(
+        workflow, msg, reply_to, now, new_id=new_id
+    )
 
 
 DEFAULT_MAX_RUNNING = 300
@@ -82,9 +77,9 @@ class ManagerRole:
             "JobFulfillmentOffer": ("request_uuid", self._on_offer),
             "JobFulfillmentDecline": ("request_uuid", _plain(handlers.on_decline)),
             "JobAccepted": ("offer_uuid", _plain(handlers.on_job_accepted)),
-            "JobStatusUpdate": ("job_uuid", _on_status_update),
+            "JobStatusUpdate": ("job_uuid", _with_ids(handlers.on_status_update)),
             "JobDataAvailable": ("job_uuid", _plain(handlers.on_data)),
-            "JobFinished": ("job_uuid", _on_finished),
+            "JobFinished": ("job_uuid", _with_ids(handlers.on_finished)),
             "JobAssignmentRefusal": ("job_uuid", _plain(on_refusal)),
         }
         self.claims = ClaimStore()
@@ -318,8 +313,7 @@ class ManagerRole:
             return
         changed: Counter[str] = Counter()
         for loaded in work.opened.values():
-            changed.update(loaded.workflow.claims_in_use())
-            changed.subtract(loaded.claimed)
+            changed.update(loaded.claims_changed())
         book.recount(changed)
         tx.tag_traffic()  # what was noted so far stays under its own subject
         for loaded in list(work.opened.values()):

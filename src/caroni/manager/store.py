@@ -90,6 +90,12 @@ class Loaded:
     claimed: Counter[str] = field(default_factory=Counter)  # live jobs by claim, as stored
     waiting: dict[str, tuple[str, float]] = field(default_factory=dict)  # as stored
 
+    def claims_changed(self) -> Counter[str]:
+        """Live jobs under each claim now, less those stored (negative: ended)."""
+        changed = self.workflow.claims_in_use()
+        changed.subtract(self.claimed)
+        return changed
+
 
 class WorkflowStore:
     """Workflows stored one row each (summary columns + the aggregate as JSON)."""
@@ -177,9 +183,7 @@ class WorkflowStore:
                 )
             keys = workflow.route_keys()
             routes += [{"key": k, "workflow_id": workflow.id} for k in sorted(keys - item.keys)]
-            now_claimed = workflow.claims_in_use()
-            claimed.update(now_claimed)
-            claimed.subtract(item.claimed)
+            claimed.update(item.claims_changed())
             now_waiting = workflow.waiting_steps()
             for name, was in item.waiting.items():
                 if now_waiting.get(name) != was:
@@ -194,7 +198,7 @@ class WorkflowStore:
                             "since": since,
                         }
                     )
-            changed.append((item, doc, keys, now_claimed, now_waiting))
+            changed.append((item, doc, keys, now_waiting))
         if inserts:
             conn.execute(_INSERT_WORKFLOWS, inserts)
         if updates:
@@ -207,12 +211,12 @@ class WorkflowStore:
             conn.execute(_STOP_WAITING, stop_waiting)
         if start_waiting:
             conn.execute(_START_WAITING, start_waiting)
-        for item, doc, keys, now_claimed, now_waiting in changed:
+        for item, doc, keys, now_waiting in changed:
             item.version += 1
             item.doc = doc
             item.keys = keys
             item.finished = item.workflow.state.finished
-            item.claimed = now_claimed
+            item.claimed = item.workflow.claims_in_use()
             item.waiting = now_waiting
         return claimed
 
