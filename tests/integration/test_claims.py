@@ -7,23 +7,17 @@ right."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 from sqlalchemy import func, select
 
-from caroni.agent.jobtypes import load_job_types
 from caroni.agent.model import Policy
 from caroni.app import AgentNode, ManagerNode
 from caroni.client import Client
-from caroni.demo import demo_template_paths
-from caroni.demo.main import DEMO_JOB_TYPES
-from caroni.manager.handlers import DEFAULT_TIMINGS, Timings
-from caroni.manager.templates import load_template_file
+from caroni.manager.handlers import Timings
 from caroni.store.tables import message_log, waiting_steps
-from caroni.transport.memory import MemoryBroker, MemoryTransport
 from tests.demo_runs import expected
+from tests.embedded import federation
 
 STEPS = 3  # test_simple: foojob0, foojob1, foojob2
 # The messages of the conversation about jobs (a client's are left out).
@@ -53,47 +47,6 @@ def _count(node: ManagerNode | AgentNode, direction: str, *type_names: str) -> i
         return int(conn.execute(query).scalar_one())
 
 
-@asynccontextmanager
-async def _federation(
-    tmp_path: Path,
-    policies: list[Policy],
-    serves: list[tuple[str, ...]],
-    timings: Timings = DEFAULT_TIMINGS,
-) -> AsyncIterator[tuple[ManagerNode, list[AgentNode], Client]]:
-    broker = MemoryBroker()
-    manager = ManagerNode(
-        MemoryTransport(broker), str(tmp_path / "manager.sqlite3"), timings=timings
-    )
-    agents = [
-        AgentNode(
-            MemoryTransport(broker),
-            str(tmp_path / f"agent-{n}.sqlite3"),
-            policy=policy,
-            workdir=tmp_path / f"jobs-{n}",
-        )
-        for n, policy in enumerate(policies)
-    ]
-    nodes = [manager, *agents]
-    client_transport = MemoryTransport(broker)
-    await client_transport.connect()
-    for node in nodes:
-        await node.transport.connect()
-        await node.start()
-    try:
-        await manager.add_template(load_template_file(demo_template_paths()["test_simple"]))
-        specs = {spec.name: spec for spec in load_job_types(DEMO_JOB_TYPES)}
-        for agent, names in zip(agents, serves, strict=True):
-            for name in names:
-                await agent.add_job_type(specs[name])
-        async with Client(client_transport, manager.key) as client:
-            yield manager, agents, client
-    finally:
-        await client_transport.close()
-        for node in reversed(nodes):
-            await node.stop()
-            await node.transport.close()
-
-
 async def _run(client: Client, tag: str, count: int) -> None:
     """Submit ``count`` workflows at once and check each one's result."""
     submitted = {
@@ -109,7 +62,7 @@ async def _run(client: Client, tag: str, count: int) -> None:
 async def test_steps_under_a_claim_are_assigned_in_a_message_or_two(tmp_path: Path) -> None:
     policies = [Policy(site_identifier="agent-0"), Policy(site_identifier="agent-1")]
     serves = [("foojob0", "foojob2"), ("foojob1",)]  # every workflow spans both agents
-    async with _federation(tmp_path, policies, serves) as (manager, agents, client):
+    async with federation(tmp_path, policies, serves) as (manager, agents, client):
         await _run(client, "first", 1)  # by requests and offers; the offers grant claims
         requests_before = _count(manager, "out", "JobFulfillmentRequest")
         progress_before = _count(manager, "in", "JobStatusUpdate", "JobAccepted")
@@ -145,7 +98,7 @@ async def test_assignments_an_agent_refuses_are_requested_by_broadcast(tmp_path:
     policies = [Policy(site_identifier="agent-0", max_reserved=3)]
     serves = [("foojob0", "foojob1", "foojob2")]
     timings = Timings(rebroadcast_first=0.2, rebroadcast_max=0.5)
-    async with _federation(tmp_path, policies, serves, timings) as (manager, agents, client):
+    async with federation(tmp_path, policies, serves, timings=timings) as (manager, agents, client):
         await _run(client, "first", 1)
         requests_before = _count(manager, "out", "JobFulfillmentRequest")
         await _run(client, "more", 4)
@@ -163,7 +116,7 @@ async def test_steps_wait_for_room_in_a_full_claim_and_are_assigned_as_jobs_end(
     # the longest waiting step is assigned in the same transaction.
     policies = [Policy(site_identifier="agent-0", claim_capacity=2)]
     serves = [("foojob0", "foojob1", "foojob2")]
-    async with _federation(tmp_path, policies, serves) as (manager, agents, client):
+    async with federation(tmp_path, policies, serves) as (manager, agents, client):
         await _run(client, "first", 1)
         requests_before = _count(manager, "out", "JobFulfillmentRequest")
         await _run(client, "queued", 4)

@@ -11,17 +11,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from caroni.agent.jobtypes import load_job_types
 from caroni.agent.model import Policy
 from caroni.app import AgentNode, ManagerNode
-from caroni.client import Client
-from caroni.demo import demo_template_paths
-from caroni.demo.main import DEMO_JOB_TYPES
-from caroni.manager.templates import load_template_file
 from caroni.protocol import FULFILLMENT_KEY, fulfillment_key_for
 from caroni.protocol.extensions import CLAIMS, SPOKEN
 from caroni.store.tables import message_log
-from caroni.transport.memory import MemoryBroker, MemoryTransport
+from tests.embedded import federation
 from tests.waiting import eventually
 
 WORKFLOWS = 4
@@ -53,39 +48,17 @@ def _logged(
 async def test_extensions_only_between_nodes_that_both_speak_them(
     tmp_path: Path, manager_speaks: frozenset[str], agents_speak: frozenset[str]
 ) -> None:
-    broker = MemoryBroker()
-    manager = ManagerNode(
-        MemoryTransport(broker), str(tmp_path / "manager.sqlite3"), speaks=manager_speaks
-    )
-    agents = [
-        AgentNode(
-            MemoryTransport(broker),
-            str(tmp_path / f"agent-{n}.sqlite3"),
-            policy=Policy(site_identifier=f"agent-{n}"),
-            workdir=tmp_path / f"jobs-{n}",
-            speaks=agents_speak,
-        )
-        for n in range(3)
-    ]
-    nodes = [manager, *agents]
-    client_transport = MemoryTransport(broker)
-    await client_transport.connect()
-    for node in nodes:
-        await node.transport.connect()
-        await node.start()
-    try:
-        await manager.add_template(load_template_file(demo_template_paths()["test_simple"]))
-        specs = {spec.name: spec for spec in load_job_types(DEMO_JOB_TYPES)}
-        for agent, job_type in zip(agents, JOB_TYPES, strict=True):
-            await agent.add_job_type(specs[job_type])  # one job type each
-        async with Client(client_transport, manager.key) as client:
-            ids = [
-                await client.submit("test_simple", {"start_message": f"x{n}"})
-                for n in range(WORKFLOWS)
-            ]
-            for workflow_id in ids:
-                status = await client.wait(workflow_id, timeout=60)
-                assert status.state == "completed", status.reason
+    policies = [Policy(site_identifier=f"agent-{n}") for n in range(3)]
+    serves = [(job_type,) for job_type in JOB_TYPES]  # one job type each
+    async with federation(
+        tmp_path, policies, serves, manager_speaks=manager_speaks, agents_speak=agents_speak
+    ) as (manager, agents, client):
+        ids = [
+            await client.submit("test_simple", {"start_message": f"x{n}"}) for n in range(WORKFLOWS)
+        ]
+        for workflow_id in ids:
+            status = await client.wait(workflow_id, timeout=60)
+            assert status.state == "completed", status.reason
         # What the manager sent where: to each type's key, and to the plain key.
         plain = _logged(manager, "out", "JobFulfillmentRequest", FULFILLMENT_KEY)
         typed = {
@@ -108,8 +81,3 @@ async def test_extensions_only_between_nodes_that_both_speak_them(
         await eventually(every_agent_heard_its_requests, "every agent to hear its requests")
         declines = sum(_logged(agent, "out", "JobFulfillmentDecline") for agent in agents)
         assert declines == (0 if both_typed else 2 * plain)
-    finally:
-        await client_transport.close()
-        for node in reversed(nodes):
-            await node.stop()
-            await node.transport.close()
