@@ -32,10 +32,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from caroni.agent.containment import Containments, JobContainment
+from caroni.agent.containment import MARK_VARIABLE, Containments, JobContainment
 from caroni.agent.jobtypes import JobTypeSpec
 from caroni.agent.model import JobResult
 from caroni.agent.output import JobOutput, preview, stringify, tail_text, with_stderr
+from caroni.agent.spare import SpareShells, SpawnKind, encode_job
 from caroni.protocol.job_env import env_name, env_problem
 
 __all__ = ["JobResult", "run_job"]
@@ -143,6 +144,7 @@ async def run_job(
     extra_env: Mapping[str, str] | None = None,
     run_as: str | None = None,
     containments: Containments | None = None,
+    spares: SpareShells | None = None,
 ) -> JobResult:
     """Run ``spec``'s body with ``inputs`` and return its outputs or why it failed.
 
@@ -151,7 +153,7 @@ async def run_job(
     as root); its working directory is handed to that user. Cancelling the
     awaiting task kills the job's whole containment, removes its directory and
     re-raises. ``containments`` keeps the job's processes (by default one for
-    ``workdir_root``).
+    ``workdir_root``); ``spares`` gives it a head start (see ``caroni.agent.spare``).
     """
     limit = spec.timeout if timeout is None else timeout
     if limit is not None and not limit > 0:
@@ -168,7 +170,7 @@ async def run_job(
             raise ValueError(f"no user {run_as!r} on this machine") from None
     root = Path(workdir_root)
     run = _JobRun(spec, job_id, limit, max_output_bytes, account)
-    return await run.run(inputs, root, env_extra, containments or _containments(root))
+    return await run.run(inputs, root, env_extra, containments or _containments(root), spares)
 
 
 class _JobRun:
@@ -230,6 +232,7 @@ class _JobRun:
         workdir_root: Path,
         extra_env: dict[str, str],
         containments: Containments,
+        spares: SpareShells | None,
     ) -> JobResult:
         spec, job_id = self.spec, self.job_id
         for name in sorted(set(inputs) - set(spec.inputs)):
@@ -246,62 +249,39 @@ class _JobRun:
                 os.chown(workdir, self.account.pw_uid, self.account.pw_gid)
         except OSError as exc:
             return self.result(f"could not create a work directory under {workdir_root}: {exc}")
-        as_user = {}
-        if self.account is not None:
-            as_user = {
-                "user": self.account.pw_uid,
-                "group": self.account.pw_gid,
-                "extra_groups": [],
-            }
-
         env = {"PATH": BASE_PATH, "HOME": str(workdir), "LANG": "C.UTF-8", "TMPDIR": str(workdir)}
         env.update({env_name(name): inputs[name] for name in spec.inputs})
         env.update(extra_env)
-
-        loop = asyncio.get_running_loop()
         try:
             logger.info("job %s: starting %s in %s", job_id, spec.name, workdir)
-            try:
-                containment = containments.open(job_id, workdir)
-            except OSError as exc:
-                return self.result(f"could not set up the job's containment: {exc}")
-            env.update(containment.env)
-            # Shielded: if we are cancelled while asyncio is still connecting the pipes,
-            # its own cleanup would kill bash alone and then wait for pipes that bash's
-            # children still hold. We let the spawn finish and kill the whole job.
+            env[MARK_VARIABLE] = job_id
             # spec.name is $0, so bash's own error messages name the job type.
-            program, *args = containment.command([bash, "-c", spec.body, spec.name])
-            spawn = asyncio.ensure_future(
-                loop.subprocess_exec(
-                    lambda: JobOutput(loop, self.max_output_bytes),
-                    program,
-                    *args,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    cwd=workdir,
-                    env=env,
-                    **containment.popen_kwargs(),  # its own session
-                    **as_user,  # type: ignore[arg-type]  # Popen takes user/group; the stub does not say
+            argv = [bash, "-c", spec.body, spec.name]
+            job = encode_job(workdir, env, argv)
+            spare = None
+            if spares is not None:
+                account = self.account
+                kind = SpawnKind(
+                    account.pw_uid if account else None,
+                    account.pw_gid if account else None,
+                    self.max_output_bytes,
                 )
-            )
+                spare = spares.take(kind, job)
             try:
-                transport, proto = await asyncio.shield(spawn)
-            except asyncio.CancelledError:
-                spawn.add_done_callback(
-                    functools.partial(_kill_spawned, containment=containment, job_id=job_id)
-                )
-                # Normally only milliseconds: wait, so the workdir goes after the job is dead.
-                await asyncio.wait({spawn}, timeout=EXIT_GRACE_SECONDS)
-                raise
-            except (OSError, subprocess.SubprocessError) as exc:
-                containment.spawn_failed()
-                containment.close()
-                # The inputs were checked: what is left is a huge body or agent environment.
-                big = getattr(exc, "errno", None) == errno.E2BIG
-                hint = " (the body and environment together are too large)" if big else ""
-                return self.result(f"could not start bash: {exc}{hint}")
-            containment.started(transport.get_pid())
+                containment = containments.open(job_id, workdir, spare.cgroup if spare else None)
+            except OSError as exc:
+                if spare is not None and spares is not None:
+                    spares.discard(spare)  # its cgroup is in no record
+                return self.result(f"could not set up the job's containment: {exc}")
+            if spare is not None:
+                containment.started(spare.pid)
+                spare.start(job)
+                transport, proto = spare.transport, spare.proto
+            else:
+                spawned = await self._spawn(containment, argv, env, workdir)
+                if isinstance(spawned, JobResult):
+                    return spawned
+                transport, proto = spawned
             try:
                 return await self._supervise(transport, proto, containment)
             finally:
@@ -309,6 +289,55 @@ class _JobRun:
                 transport.close()
         finally:
             await _remove_workdir(workdir, job_id)
+
+    async def _spawn(
+        self, containment: JobContainment, argv: list[str], env: dict[str, str], workdir: Path
+    ) -> tuple[asyncio.SubprocessTransport, JobOutput] | JobResult:
+        """Start ``argv`` in ``containment``: its transport and output, or why it failed."""
+        loop = asyncio.get_running_loop()
+        as_user = {}
+        if self.account is not None:
+            as_user = {
+                "user": self.account.pw_uid,
+                "group": self.account.pw_gid,
+                "extra_groups": [],
+            }
+        # Shielded: if we are cancelled while asyncio is still connecting the pipes,
+        # its own cleanup would kill bash alone and then wait for pipes that bash's
+        # children still hold. We let the spawn finish and kill the whole job.
+        program, *args = containment.command(argv)
+        spawn = asyncio.ensure_future(
+            loop.subprocess_exec(
+                lambda: JobOutput(loop, self.max_output_bytes),
+                program,
+                *args,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=workdir,
+                env=env,
+                **containment.popen_kwargs(),  # its own session
+                **as_user,  # type: ignore[arg-type]  # Popen takes user/group; the stub does not say
+            )
+        )
+        try:
+            transport, proto = await asyncio.shield(spawn)
+        except asyncio.CancelledError:
+            spawn.add_done_callback(
+                functools.partial(_kill_spawned, containment=containment, job_id=self.job_id)
+            )
+            # Normally only milliseconds: wait, so the workdir goes after the job is dead.
+            await asyncio.wait({spawn}, timeout=EXIT_GRACE_SECONDS)
+            raise
+        except (OSError, subprocess.SubprocessError) as exc:
+            containment.spawn_failed()
+            containment.close()
+            # The inputs were checked: what is left is a huge body or agent environment.
+            big = getattr(exc, "errno", None) == errno.E2BIG
+            hint = " (the body and environment together are too large)" if big else ""
+            return self.result(f"could not start bash: {exc}{hint}")
+        containment.started(transport.get_pid())
+        return transport, proto
 
     async def _supervise(
         self,

@@ -13,6 +13,7 @@ from caroni.agent.containment import Containments, Mechanism
 from caroni.agent.jobtypes import JobTypeSpec
 from caroni.agent.model import AgentJob, GrantedClaim, JobStatus, Load, Offer, Policy
 from caroni.agent.slots import Slots
+from caroni.agent.spare import SpareShells
 from caroni.agent.store import AgentStore
 from caroni.agent.work import AgentWork
 from caroni.core import Incoming
@@ -41,6 +42,12 @@ class AgentRole:
         # Where jobs' processes are kept, and what a crashed predecessor left
         # (``containment`` forces a mechanism; None picks a cgroup where it can).
         self.containments = Containments(workdir, containment)
+        # Jobs' first processes, moved into their cgroups ahead of time.
+        self.spares = (
+            SpareShells(self.containments)
+            if self.containments.mechanism == Mechanism.CGROUP
+            else None
+        )
         self.store = AgentStore()
         # Replaced whole (never mutated) so the database thread always sees a
         # consistent catalogue while the event loop installs an edit.

@@ -63,12 +63,16 @@ class Slots:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, *loops, return_exceptions=True)
+        if self.role.spares is not None:
+            await self.role.spares.close()
 
     def _cut_off(self, tx: Tx) -> list[str]:
         return self.role.store.job_uuids_with_status(tx.conn, JobStatus.RUNNING)
 
     def _kill_leftovers(self, job_uuids: list[str]) -> None:
         """Before a cut-off job runs again, end every process its first run left."""
+        if stale := self.role.containments.remove_stale_spares():
+            log.info("removed %d spare shells' cgroups a stop or crash left", stale)
         for job_uuid in job_uuids:
             killed, what = self.role.containments.kill_leftovers(job_uuid)
             level = logging.WARNING if killed else logging.INFO
@@ -144,6 +148,7 @@ class Slots:
                 job_id=job.job_uuid,
                 run_as=role.policy.run_as,
                 containments=role.containments,
+                spares=role.spares,
             )
         except asyncio.CancelledError:
             self._running.pop(job.job_uuid, None)

@@ -86,6 +86,8 @@ class Containments:
         # work root tells their jobs' cgroups apart, whatever their job ids.
         resolved = str(self.work_root.resolve()).encode()
         self._root_tag = hashlib.sha256(resolved).hexdigest()[:12]
+        self._spare_prefix = f"caroni-spare-{self._root_tag}-"
+        self._spares_made = 0
         self.mechanism = Mechanism.CGROUP if parent is not None else Mechanism.SESSION
 
     def adopt_orphans(self) -> bool:
@@ -96,10 +98,13 @@ class Containments:
         _session.CHILDREN.subreaper = _session.CHILDREN.subreaper or become_subreaper()
         return _session.CHILDREN.subreaper
 
-    def open(self, job_id: str, workdir: Path) -> JobContainment:
-        """A containment for a body about to start; its record is written already."""
+    def open(self, job_id: str, workdir: Path, cgroup_path: Path | None = None) -> JobContainment:
+        """A containment for a body about to start; its record is written already.
+        ``cgroup_path`` is a spare's cgroup (``spare_cgroup``) the body is in already."""
         cgroup = ""
-        if self.cgroup_parent is not None:
+        if cgroup_path is not None:
+            cgroup = str(cgroup_path)
+        elif self.cgroup_parent is not None:
             path = self.cgroup_parent / f"caroni-job-{self._root_tag}-{self._name(job_id)}"
             path.mkdir(exist_ok=True)
             cgroup = str(path)
@@ -107,6 +112,26 @@ class Containments:
         containment = JobContainment(self, record)
         self._write(record)
         return containment
+
+    def spare_cgroup(self) -> Path:
+        """A new cgroup for a spare shell (``caroni.agent.spare``), named for this agent."""
+        assert self.cgroup_parent is not None, "spare shells need cgroup containment"
+        self._spares_made += 1
+        name = f"{self._spare_prefix}{os.getpid()}-{self._spares_made}"
+        path = self.cgroup_parent / name
+        path.mkdir()
+        return path
+
+    def remove_stale_spares(self) -> int:
+        """Kill and remove the spare shells' cgroups a previous agent process of this
+        work root left (its spares exit on their own; their cgroups stay); how many."""
+        if self.cgroup_parent is None:
+            return 0
+        stale = list(self.cgroup_parent.glob(f"{self._spare_prefix}*"))
+        for path in stale:
+            _cgroup.kill(path, "spare")
+            _cgroup.remove(path)
+        return len(stale)
 
     def kill_leftovers(self, job_id: str) -> tuple[set[int], str]:
         """Kill what a previous agent process left running for ``job_id`` and remove its
