@@ -8,7 +8,9 @@ Configured from the environment, so the worker (``celery -A benchmarks.celery_ch
 worker``) and the submitting driver agree:
 
 - ``BENCH_CELERY_BROKER``: the AMQP URL (the benchmark's own RabbitMQ vhost);
-- ``BENCH_WORKLOAD``: ``seed`` or ``orchestration`` (which job types file to read).
+- ``BENCH_WORKLOAD``: ``seed`` or ``orchestration`` (which job types file to read);
+- ``BENCH_CELERY_DURABLE``: ``1`` for the durable settings (acks late, publisher
+  confirms) beside Celery's defaults.
 
 The result backend is ``rpc://``: results travel back over the same broker to the
 submitting client's reply queue.
@@ -41,6 +43,11 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=False,
 )
+
+if os.environ.get("BENCH_CELERY_DURABLE") == "1":
+    # A task is acknowledged after it ran (so a worker that dies loses none) and
+    # every publish waits for the broker's confirm; messages are persistent either way.
+    app.conf.update(task_acks_late=True, broker_transport_options={"confirm_publish": True})
 
 BODIES = load_bodies(os.environ.get("BENCH_WORKLOAD", "seed"))
 

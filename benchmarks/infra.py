@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import psutil
 
@@ -68,6 +68,52 @@ def rabbit_vhost(base_url: str) -> Iterator[str]:
                 if attempt == 2:
                     print(f"warning: could not delete vhost {vhost}: {exc}", file=sys.stderr)
                 time.sleep(1)
+
+
+class PublishCounter:
+    """Counts every message published in a vhost, at the broker: RabbitMQ's firehose
+    tracer (``rabbitmqctl trace_on``) copies each publish to ``amq.rabbitmq.trace``,
+    where a queue of ours keeps the copies. Tracing costs the broker a publish per
+    message, so it is for the one-at-a-time runs, whose time is in the job bodies."""
+
+    QUEUE = "caroni-bench-publishes"
+
+    def __init__(self, amqp_url: str) -> None:
+        import amqp  # py-amqp, which Celery brings: a benchmark-only dependency
+
+        parts = urlsplit(amqp_url)
+        vhost = unquote(parts.path[1:]) or "/"
+        _rabbitmqctl("trace_on", "-p", vhost)
+        self._connection = amqp.Connection(
+            host=f"{parts.hostname}:{parts.port or 5672}",
+            userid=parts.username or "guest",
+            password=parts.password or "guest",
+            virtual_host=vhost,
+        )
+        self._connection.connect()
+        self._channel = self._connection.channel()
+        self._channel.queue_declare(self.QUEUE, exclusive=True)
+        # publish.<exchange>: every publish, to any exchange (the default one too)
+        self._channel.queue_bind(self.QUEUE, "amq.rabbitmq.trace", "publish.#")
+
+    def reset(self) -> None:
+        self._channel.queue_purge(self.QUEUE)
+
+    def count(self, settle: float = 1.0) -> int:
+        """Messages published since ``reset``; waits until the count stops moving
+        (the copies arrive asynchronously), at most a few seconds."""
+        last, deadline = -1, time.monotonic() + 10 * settle
+        while time.monotonic() < deadline:
+            _, count, _ = self._channel.queue_declare(self.QUEUE, passive=True)
+            if count == last:
+                return int(count)
+            last = count
+            time.sleep(settle)  # a pause between readings, not a synchronisation
+        return int(last)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._connection.close()
 
 
 def check_rabbit(base_url: str) -> None:

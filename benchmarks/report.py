@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -30,7 +32,7 @@ CPU_SHORT = {
 class RunResult:
     """One configuration: a system, a mode, a workload and a size."""
 
-    system: str  # "caroni" or "celery"
+    system: str  # "caroni", "celery" or "celery durable"
     mode: str  # "amqp" or "embedded"
     workload: str
     size: int  # workflows at once; 1 means one at a time (``count`` of them)
@@ -50,6 +52,8 @@ class RunResult:
     stop_reason: str = ""
     failures: list[dict[str, str]] = field(default_factory=list)
     error: str = ""
+    # Each repeat's latencies, when the configuration ran more than once (see combined)
+    repeat_latencies: list[list[float]] = field(default_factory=list)
 
     @property
     def key(self) -> tuple[str, str, str, int]:
@@ -57,7 +61,49 @@ class RunResult:
 
     @property
     def size_label(self) -> str:
-        return f"1 (x{self.count} in turn)" if self.size == 1 else str(self.size)
+        if self.size != 1:
+            return str(self.size)
+        if len(self.repeat_latencies) > 1:
+            runs = len(self.repeat_latencies)
+            return f"1 (x{self.count // runs} in turn, {runs} runs)"
+        return f"1 (x{self.count} in turn)"
+
+    def combined(self, repeat: RunResult) -> RunResult:
+        """This configuration and a repeat of it as one result: counts, spans, CPU and
+        messages add up, peaks are the higher, and latency percentiles become the
+        medians of the repeats' own."""
+        runs = (self.repeat_latencies or [self.latencies]) + (
+            repeat.repeat_latencies or [repeat.latencies]
+        )
+
+        def added(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+            return {key: a.get(key, 0) + b.get(key, 0) for key in a | b}
+
+        broker = None
+        if self.broker_messages is not None and repeat.broker_messages is not None:
+            broker = self.broker_messages + repeat.broker_messages
+        return replace(
+            self,
+            count=self.count + repeat.count,
+            completed=self.completed + repeat.completed,
+            failed=self.failed + repeat.failed,
+            incomplete=self.incomplete + repeat.incomplete,
+            span=self.span + repeat.span,
+            latencies=self.latencies + repeat.latencies,
+            repeat_latencies=runs,
+            cpu=added(self.cpu, repeat.cpu),
+            machine_cpu=self.machine_cpu + repeat.machine_cpu,
+            rss={
+                key: max(self.rss.get(key, 0), repeat.rss.get(key, 0))
+                for key in self.rss | repeat.rss
+            },
+            messages=added(self.messages, repeat.messages),
+            broker_messages=broker,
+            broker_messages_note=self.broker_messages_note or repeat.broker_messages_note,
+            stop_reason="; ".join(r for r in (self.stop_reason, repeat.stop_reason) if r),
+            failures=self.failures + repeat.failures,
+            error="\n".join(e for e in (self.error, repeat.error) if e),
+        )
 
     @property
     def steps(self) -> int:
@@ -76,6 +122,9 @@ class RunResult:
         return self.steps / self.span if self.span > 0 else math.nan
 
     def latency_ms(self, pct: float) -> float:
+        runs = [run for run in self.repeat_latencies if run]
+        if len(runs) > 1:
+            return statistics.median(percentile(run, pct) for run in runs) * 1000
         return percentile(self.latencies, pct) * 1000
 
     def cpu_ms_per_step(self, label: str) -> float:
@@ -482,6 +531,9 @@ def markdown_report(results: Sequence[RunResult], floors: dict[str, Floor]) -> s
             "",
         ]
     parts += ["### Results", "", _md_table(RESULT_HEADERS, result_rows(results, floors)), ""]
+    marked = sorted({r.broker_messages_note for r in results if r.broker_messages_note})
+    if marked:
+        parts += [f"msgs/step marked *: {'; '.join(marked)}.", ""]
     ratios = ratio_rows(results)
     if ratios:
         parts += [

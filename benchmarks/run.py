@@ -54,6 +54,7 @@ from benchmarks.infra import (
     Cpu,
     ManagedProcess,
     Postgres,
+    PublishCounter,
     RssSampler,
     Watched,
     check_rabbit,
@@ -208,6 +209,7 @@ def drive(
     profile: dict[str, int] | None = None,
     jobs_done: Callable[[], int] | None = None,
     sampler: RssSampler | None = None,
+    on_ready: Callable[[], None] | None = None,
 ) -> float:
     """Let the driver warm up, take CPU baselines, start the measured phase, follow
     it, and fill ``result`` with what the driver and the processes report.
@@ -245,6 +247,8 @@ def drive(
     machine_before = machine_busy()
     profiler = Profiler(ctx, result, profile or {})
     profiler.start()
+    if on_ready is not None:
+        on_ready()
     started_at = time.time()
     driver.proc.stdin.write(b"go\n")
     driver.proc.stdin.flush()
@@ -443,8 +447,11 @@ def run_caroni_amqp(ctx: Context, workload: str, size: int) -> RunResult:
     log_dir = _log_dir(ctx, result)
     processes: list[ManagedProcess] = []
     postgres = Postgres(ctx.args.pg)
+    counter: PublishCounter | None = None
     try:
         with rabbit_vhost(ctx.args.amqp) as amqp_url, RssSampler() as sampler:
+            if size == 1:
+                counter = PublishCounter(amqp_url)
             manager_db, agent_db = postgres.create("manager"), postgres.create("agent")
             manager = ManagedProcess(
                 "manager",
@@ -509,16 +516,22 @@ def run_caroni_amqp(ctx: Context, workload: str, size: int) -> RunResult:
                 profile={"manager": manager.pid, "agent": agent.pid},
                 jobs_done=_completed_jobs_pg(agent_db),
                 sampler=sampler,
+                on_ready=counter.reset if counter is not None else None,
             )
             _finish(result, sampler)
+            published = counter.count() if counter is not None else None
             for process in reversed(processes):
                 process.stop()
             _broker_messages(
                 result, count_messages_pg(manager_db, since), count_messages_pg(agent_db, since)
             )
+            if published is not None:
+                result.broker_messages = published  # the broker's count over the nodes'
     except HarnessError as exc:
         result.error = str(exc)
     finally:
+        if counter is not None:
+            counter.close()
         for process in reversed(processes):
             process.stop()
         postgres.close()
@@ -569,12 +582,26 @@ def run_caroni_embedded(ctx: Context, workload: str, size: int) -> RunResult:
 
 
 def run_celery(ctx: Context, workload: str, size: int) -> RunResult:
-    result = RunResult("celery", "amqp", workload, size, _count(ctx, size))
+    return _run_celery(ctx, workload, size, durable=False)
+
+
+def run_celery_durable(ctx: Context, workload: str, size: int) -> RunResult:
+    return _run_celery(ctx, workload, size, durable=True)
+
+
+def _run_celery(ctx: Context, workload: str, size: int, *, durable: bool) -> RunResult:
+    system = "celery durable" if durable else "celery"
+    result = RunResult(system, "amqp", workload, size, _count(ctx, size))
     log_dir = _log_dir(ctx, result)
     processes: list[ManagedProcess] = []
+    counter: PublishCounter | None = None
     try:
         with rabbit_vhost(ctx.args.amqp) as amqp_url, RssSampler() as sampler:
             env = {"BENCH_CELERY_BROKER": amqp_url, "BENCH_WORKLOAD": workload}
+            if durable:
+                env["BENCH_CELERY_DURABLE"] = "1"
+            if size == 1:
+                counter = PublishCounter(amqp_url)
             worker = ManagedProcess(
                 "celery-worker",
                 [
@@ -625,18 +652,33 @@ def run_celery(ctx: Context, workload: str, size: int) -> RunResult:
                 shared_services=True,
                 profile={"worker": worker.pid},
                 sampler=sampler,
+                on_ready=counter.reset if counter is not None else None,
             )
             result.cpu.pop("postgres", None)  # Celery uses no database here
             _finish(result, sampler)
-            # rpc:// backend: one task message and one result message per step.
-            result.broker_messages = 2.0 * result.steps
-            result.broker_messages_note = "by construction (no counter on the broker)"
+            if counter is not None:
+                result.broker_messages = counter.count()
+            else:
+                # Counted in the one-at-a-time run (a tracer would slow this one).
+                result.broker_messages = 2.0 * result.steps
+                result.broker_messages_note = "as counted one at a time: a task and a result"
     except HarnessError as exc:
         result.error = str(exc)
     finally:
+        if counter is not None:
+            counter.close()
         for process in reversed(processes):
             process.stop()
     return result
+
+
+def _add_result(results: list[RunResult], result: RunResult) -> None:
+    """Add ``result``, or fold it into the earlier repeat of its configuration."""
+    for index, earlier in enumerate(results):
+        if earlier.key == result.key:
+            results[index] = earlier.combined(result)
+            return
+    results.append(result)
 
 
 def _count(ctx: Context, size: int) -> int:
@@ -670,7 +712,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=0,
         help="workflows run one at a time for size 1 (default 20)",
     )
+    parser.add_argument(
+        "--latency-repeats",
+        type=int,
+        default=0,
+        help="how often each one-at-a-time configuration runs, the systems interleaved; "
+        "its percentiles are the medians of the repeats' (default 3)",
+    )
     parser.add_argument("--no-celery", action="store_true", help="skip the Celery peer")
+    parser.add_argument(
+        "--no-celery-durable",
+        action="store_true",
+        help="skip the durable Celery row (acks late, publisher confirms)",
+    )
     parser.add_argument("--no-floor", action="store_true", help="skip the spawn floor")
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: sizes 1,10, 3 latency runs, short floor"
@@ -729,6 +783,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("sizes must be at least 1")
     if not args.latency_runs:
         args.latency_runs = 3 if args.quick else 20
+    if not args.latency_repeats:
+        args.latency_repeats = 1 if args.quick else 3
     return args
 
 
@@ -845,34 +901,40 @@ def run(argv: list[str] | None = None, console: Console | None = None) -> list[R
                     progress.update(floor_task, visible=False)
             # Small sizes first: the long 2,000-workflow runs come last, and every
             # finished configuration is written out at once (--out, --json).
+            runners = []
+            if "amqp" in modes:
+                runners.append(run_caroni_amqp)
+            if "embedded" in modes:
+                runners.append(run_caroni_embedded)
+            if not args.no_celery:
+                runners.append(run_celery)
+                if not args.no_celery_durable:
+                    runners.append(run_celery_durable)
             for size in args.size_list:
-                for workload in workloads:
-                    runners = []
-                    if "amqp" in modes:
-                        runners.append(run_caroni_amqp)
-                    if "embedded" in modes:
-                        runners.append(run_caroni_embedded)
-                    if not args.no_celery:
-                        runners.append(run_celery)
-                    for runner in runners:
-                        wait_for_quiet(ctx)
-                        result = runner(ctx, workload, size)
-                        result.cores = ctx.cores
-                        results.append(result)
-                        if result.error:
-                            progress.console.log(
-                                f"[red]{result.system} {result.mode} {workload} "
-                                f"{result.size_label} failed:[/] {result.error.splitlines()[0]}"
+                # One at a time, every system runs once before any runs again, so a
+                # drift of the machine falls on all of them alike.
+                repeats = args.latency_repeats if size == 1 else 1
+                for _ in range(repeats):
+                    for workload in workloads:
+                        for runner in runners:
+                            wait_for_quiet(ctx)
+                            result = runner(ctx, workload, size)
+                            result.cores = ctx.cores
+                            _add_result(results, result)
+                            if result.error:
+                                progress.console.log(
+                                    f"[red]{result.system} {result.mode} {workload} "
+                                    f"{result.size_label} failed:[/] {result.error.splitlines()[0]}"
+                                )
+                            write_outputs(
+                                args,
+                                argv,
+                                time.monotonic() - started,
+                                results,
+                                floors,
+                                caroni_from,
+                                partial=True,
                             )
-                        write_outputs(
-                            args,
-                            argv,
-                            time.monotonic() - started,
-                            results,
-                            floors,
-                            caroni_from,
-                            partial=True,
-                        )
     finally:
         if args.keep or any(r.error for r in results):
             console.print(f"process logs kept in {work_dir}")
