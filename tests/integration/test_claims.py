@@ -1,7 +1,8 @@
 """Claims between our own nodes (caroni.claims/1), end to end on the in-process
 broker: once an agent has granted a claim with an offer, the manager assigns
 further steps straight to it, and a step costs an assignment, its outcome and at
-most one message of data; an agent that refuses assignments past a claim's
+most one message of data (none when the steps share an agent, which passes the
+data itself); an agent that refuses assignments past a claim's
 capacity sees those steps requested by broadcast, and every workflow still ends
 right."""
 
@@ -89,6 +90,30 @@ async def test_steps_under_a_claim_are_assigned_in_a_message_or_two(tmp_path: Pa
         print(f"messages per step under claims: {per_step:.2f}")
         assert per_step <= 3.0, f"{messages} messages for {steps} steps"
         assert sum(_count(agent, "out", "JobAssignmentRefusal") for agent in agents) == 0
+
+
+async def test_a_chain_on_one_agent_passes_its_data_without_the_manager(tmp_path: Path) -> None:
+    policies = [Policy(site_identifier="agent-0")]
+    serves = [("foojob0", "foojob1", "foojob2")]
+    async with federation(tmp_path, policies, serves) as (manager, agents, client):
+        await _run(client, "first", 1)  # by requests and offers; the offers grant claims
+        data_before = _count(manager, "out", "JobDataAvailable")
+        messages_before = _count(manager, "in", *JOB_MESSAGES) + _count(
+            manager, "out", *JOB_MESSAGES
+        )
+        workflows = 10
+        await _run(client, "linked", workflows)
+        steps = workflows * STEPS
+        assert _count(manager, "out", "JobDataAvailable") == data_before, (
+            "each step's input was filled on the agent from the step before"
+        )
+        messages = (
+            _count(manager, "in", *JOB_MESSAGES)
+            + _count(manager, "out", *JOB_MESSAGES)
+            - messages_before
+        )
+        assert messages == 2 * steps, "an assignment and a JobFinished per step"
+        assert _count(agents[0], "out", "JobAssignmentRefusal") == 0
 
 
 async def test_assignments_an_agent_refuses_are_requested_by_broadcast(tmp_path: Path) -> None:

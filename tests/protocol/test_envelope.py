@@ -368,7 +368,9 @@ WIRE_FIELDS: dict[str, dict[str, int]] = {
         "job_type_name": 4,
         "parameters": 5,
         "awaited_parameters": 6,
+        "input_links": 7,
     },
+    "InputLink": {"job_uuid": 1, "parameter": 2, "source_job_uuid": 3, "source_output": 4},
     "JobAssignmentRefusal": {
         "signature": 1,
         "job_uuid": 2,
@@ -382,6 +384,8 @@ WIRE_FIELDS: dict[str, dict[str, int]] = {
         "status_info": 4,
         "parameters": 5,
         "claim": 6,
+        "filled": 7,
+        "filled_from": 8,
     },
 }
 

@@ -11,9 +11,11 @@ from collections.abc import Iterable, Mapping
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from caroni.agent import links
 from caroni.agent.jobtypes import JobTypeSpec
 from caroni.agent.model import (
     AgentJob,
+    InputLink,
     JobResult,
     JobStatus,
     Load,
@@ -257,22 +259,33 @@ def job_started(job: AgentJob, now: float) -> list[Send]:
 
 
 def job_finished(
-    job: AgentJob, result: JobResult, now: float, claim: pb.Claim | None = None
+    job: AgentJob,
+    result: JobResult,
+    now: float,
+    claim: pb.Claim | None = None,
+    waiting: Mapping[str, AgentJob] | None = None,
 ) -> list[Send]:
     """Report the outcome: outputs first, then the status, so the manager can finish
     the step as soon as it sees COMPLETED; for a job assigned under a claim, both in
-    one JobFinished that also carries the claim (``claim``, renewed) when it lives."""
+    one JobFinished that also carries the claim (``claim``, renewed) when it lives.
+    A job that completed fills the inputs linked to its outputs of the ``waiting``
+    jobs (those its ``feeds`` name; see ``caroni.agent.links``), which the caller saves."""
     if job.status != JobStatus.RUNNING:
         return []  # killed meanwhile; its outcome no longer matters
     job.stdout_tail = result.stdout_tail
     job.stderr_tail = result.stderr_tail
     job.warnings = list(result.warnings)
+    filled: list[InputLink] = []
     if result.ok:
         job.outputs = dict(result.outputs)
         job.set_status(JobStatus.COMPLETED, now, f"finished in {result.duration:.2f}s")
+        filled = links.fill(job, waiting or {})
+        for link in filled:
+            queue_if_ready((waiting or {})[link.job_uuid], now)  # claimed: no news to send
     else:
         job.reason = result.reason
         job.set_status(JobStatus.FAILED, now, result.reason)
+        job.feeds = []  # those inputs come from the manager, from another attempt
     outputs = [pb.JobParameter(key=k, value=v) for k, v in job.outputs.items()]
     if job.claim_uuid:
         finished = pb.JobFinished(
@@ -280,6 +293,8 @@ def job_finished(
             job_status=_WIRE_STATUS[job.status],
             status_info=job.reason or job.history[-1].info,
             parameters=outputs,
+            filled=links.wire(filled),
+            filled_from=links.wire(job.filled_from),
         )
         if claim is not None:
             finished.claim.CopyFrom(claim)

@@ -26,6 +26,16 @@ class StatusChange(BaseModel):
     info: str = ""
 
 
+class InputLink(BaseModel):
+    """An input of one job (``job_uuid``) that an output of another job here fills
+    (see ``caroni.agent.links``)."""
+
+    job_uuid: str
+    parameter: str
+    source_job_uuid: str
+    source_output: str
+
+
 class AgentJob(BaseModel):
     job_uuid: str
     offer_uuid: str = ""  # "" for a job assigned under a claim
@@ -46,6 +56,8 @@ class AgentJob(BaseModel):
     created_at: float
     updated_at: float
     ready_at: float | None = None
+    feeds: list[InputLink] = Field(default_factory=list)  # inputs of jobs waiting for it
+    filled_from: list[InputLink] = Field(default_factory=list)  # its inputs other jobs filled
 
     def set_status(self, status: JobStatus, now: float, info: str = "") -> None:
         self.status = status

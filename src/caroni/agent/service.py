@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from caroni.agent import claims, handlers
+from caroni.agent import claims, handlers, links
 from caroni.agent.containment import Containments, Mechanism
 from caroni.agent.jobtypes import JobTypeSpec
 from caroni.agent.model import AgentJob, GrantedClaim, JobStatus, Load, Offer, Policy
@@ -214,11 +214,22 @@ class AgentRole:
             now=tx.now,
         )
         tx.send_all(sends)
-        if job is not None:
-            self.save(tx, job, new=True)
-            self.work(tx).forget_counts()
-            if job.status == JobStatus.QUEUED:
-                self.slots.fill(tx)
+        if job is None:
+            return
+        linked = links.wanted(job, msg.input_links)
+        if linked:
+            sources = {
+                link.source_job_uuid: source
+                for link in linked
+                if (source := self.job(tx, link.source_job_uuid)) is not None
+            }
+            for source in links.attach(job, linked, sources):
+                self.save(tx, source)
+            tx.send_all(handlers.queue_if_ready(job, tx.now))
+        self.save(tx, job, new=True)
+        self.work(tx).forget_counts()
+        if job.status == JobStatus.QUEUED:
+            self.slots.fill(tx)
 
     def _grant(self, tx: Tx, manager_key: str) -> GrantedClaim | None:
         """The claim granted to ``manager_key`` to send with an offer, granted or

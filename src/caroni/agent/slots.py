@@ -188,7 +188,14 @@ class Slots:
             tx.subject = job_uuid
             claim = role.renewed_claim(tx, job)
             renewed = claims.claim_message(claim) if claim is not None else None
-            tx.send_all(handlers.job_finished(job, result, tx.now, renewed))
+            waiting = {
+                link.job_uuid: consumer
+                for link in job.feeds
+                if (consumer := role.job(tx, link.job_uuid)) is not None
+            }
+            tx.send_all(handlers.job_finished(job, result, tx.now, renewed, waiting))
             role.save(tx, job)
+            for consumer in waiting.values():
+                role.save(tx, consumer)
             tx.tag_traffic()
         self.fill(tx)

@@ -47,6 +47,8 @@ NAME_FIELDS = frozenset(
         "optional_parameters",
         "job_type_names",
         "awaited_parameters",
+        "parameter",
+        "source_output",
     }
 )
 """String fields stored in name columns (255 characters)."""
@@ -56,7 +58,15 @@ VALUE_FIELDS = frozenset({"value"})
 """Data values: any text the body can carry, NUL included."""
 
 UUID_FIELDS = frozenset(
-    {"request_uuid", "offer_uuid", "job_uuid", "workflow_uuid", "site_uuid", "claim_uuid"}
+    {
+        "request_uuid",
+        "offer_uuid",
+        "job_uuid",
+        "workflow_uuid",
+        "site_uuid",
+        "claim_uuid",
+        "source_job_uuid",
+    }
 )
 """Bytes fields that hold a raw UUID, so must be empty or exactly 16 bytes."""
 

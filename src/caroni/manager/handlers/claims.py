@@ -9,6 +9,7 @@ from caroni.manager.claims import ClaimBook, HeldClaim
 from caroni.manager.handlers.attempts import request_message, request_sends
 from caroni.manager.handlers.common import hex_of, raw_of
 from caroni.manager.handlers.ending import deliver_data
+from caroni.manager.handlers.links import links_for
 from caroni.manager.handlers.messages import job_attempt, note_placed
 from caroni.manager.model import Attempt, AttemptState, Step, StepState, Workflow
 from caroni.protocol import FULFILLMENT_KEY, pb
@@ -71,7 +72,7 @@ def assign_claimed(
     for step, attempt in assigned.values():
         assert attempt.job_uuid is not None and attempt.agent_key is not None
         known = inputs.get(attempt.job_uuid, [])
-        kept.append(Send(attempt.agent_key, _assignment(step, attempt, known)))
+        kept.append(Send(attempt.agent_key, _assignment(workflow, step, attempt, known)))
     return kept
 
 
@@ -130,15 +131,19 @@ def _assign(
     workflow.updated_at = now
 
 
-def _assignment(step: Step, attempt: Attempt, known: list[pb.JobParameter]) -> pb.JobAssignment:
+def _assignment(
+    workflow: Workflow, step: Step, attempt: Attempt, known: list[pb.JobParameter]
+) -> pb.JobAssignment:
     assert attempt.claim_uuid is not None and attempt.job_uuid is not None
     given = {parameter.key for parameter in known}
+    awaited = [name for name in step.inputs if name not in given]
     return pb.JobAssignment(
         claim_uuid=raw_of(attempt.claim_uuid),
         job_uuid=raw_of(attempt.job_uuid),
         job_type_name=step.job_type,
         parameters=known,
-        awaited_parameters=[name for name in step.inputs if name not in given],
+        awaited_parameters=awaited,
+        input_links=links_for(workflow, step, attempt, awaited),
     )
 
 

@@ -16,6 +16,7 @@ from caroni.manager.handlers.common import (
     raw_of,
 )
 from caroni.manager.handlers.ending import deliver_data, finish, record_outputs
+from caroni.manager.handlers.links import foreign_input, note_filled
 from caroni.manager.model import (
     Attempt,
     AttemptState,
@@ -234,11 +235,14 @@ def on_finished(
     attempt.status_info = msg.status_info
     attempt.updated_at = now
     workflow.updated_at = now
-    if not completed:
-        reason = msg.status_info or "job failed"
+    reason = "" if completed else msg.status_info or "job failed"
+    if completed and (overruled := foreign_input(workflow, step, list(msg.filled_from))):
+        reason = f"result not taken: {overruled}"
+    if reason:
         return give_up(workflow, step, attempt, AttemptState.FAILED, reason, now, new_id)
     _take_outputs(step, attempt, msg.parameters)
     attempt.completed_seen = True
+    note_filled(workflow, step, list(msg.filled), reply_to)
     return _maybe_complete_step(workflow, step, attempt, now)
 
 

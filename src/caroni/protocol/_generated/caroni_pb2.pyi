@@ -267,20 +267,34 @@ class Claim(_message.Message):
     def __init__(self, signature: _Optional[_Union[Signature, _Mapping]] = ..., claim_uuid: _Optional[bytes] = ..., job_type_names: _Optional[_Iterable[str]] = ..., capacity: _Optional[int] = ..., expiration: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class JobAssignment(_message.Message):
-    __slots__ = ("signature", "claim_uuid", "job_uuid", "job_type_name", "parameters", "awaited_parameters")
+    __slots__ = ("signature", "claim_uuid", "job_uuid", "job_type_name", "parameters", "awaited_parameters", "input_links")
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     CLAIM_UUID_FIELD_NUMBER: _ClassVar[int]
     JOB_UUID_FIELD_NUMBER: _ClassVar[int]
     JOB_TYPE_NAME_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     AWAITED_PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    INPUT_LINKS_FIELD_NUMBER: _ClassVar[int]
     signature: Signature
     claim_uuid: bytes
     job_uuid: bytes
     job_type_name: str
     parameters: _containers.RepeatedCompositeFieldContainer[JobParameter]
     awaited_parameters: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, signature: _Optional[_Union[Signature, _Mapping]] = ..., claim_uuid: _Optional[bytes] = ..., job_uuid: _Optional[bytes] = ..., job_type_name: _Optional[str] = ..., parameters: _Optional[_Iterable[_Union[JobParameter, _Mapping]]] = ..., awaited_parameters: _Optional[_Iterable[str]] = ...) -> None: ...
+    input_links: _containers.RepeatedCompositeFieldContainer[InputLink]
+    def __init__(self, signature: _Optional[_Union[Signature, _Mapping]] = ..., claim_uuid: _Optional[bytes] = ..., job_uuid: _Optional[bytes] = ..., job_type_name: _Optional[str] = ..., parameters: _Optional[_Iterable[_Union[JobParameter, _Mapping]]] = ..., awaited_parameters: _Optional[_Iterable[str]] = ..., input_links: _Optional[_Iterable[_Union[InputLink, _Mapping]]] = ...) -> None: ...
+
+class InputLink(_message.Message):
+    __slots__ = ("job_uuid", "parameter", "source_job_uuid", "source_output")
+    JOB_UUID_FIELD_NUMBER: _ClassVar[int]
+    PARAMETER_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_JOB_UUID_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    job_uuid: bytes
+    parameter: str
+    source_job_uuid: bytes
+    source_output: str
+    def __init__(self, job_uuid: _Optional[bytes] = ..., parameter: _Optional[str] = ..., source_job_uuid: _Optional[bytes] = ..., source_output: _Optional[str] = ...) -> None: ...
 
 class JobAssignmentRefusal(_message.Message):
     __slots__ = ("signature", "job_uuid", "refusal_message", "claim_uuid")
@@ -295,20 +309,24 @@ class JobAssignmentRefusal(_message.Message):
     def __init__(self, signature: _Optional[_Union[Signature, _Mapping]] = ..., job_uuid: _Optional[bytes] = ..., refusal_message: _Optional[str] = ..., claim_uuid: _Optional[bytes] = ...) -> None: ...
 
 class JobFinished(_message.Message):
-    __slots__ = ("signature", "job_uuid", "job_status", "status_info", "parameters", "claim")
+    __slots__ = ("signature", "job_uuid", "job_status", "status_info", "parameters", "claim", "filled", "filled_from")
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     JOB_UUID_FIELD_NUMBER: _ClassVar[int]
     JOB_STATUS_FIELD_NUMBER: _ClassVar[int]
     STATUS_INFO_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     CLAIM_FIELD_NUMBER: _ClassVar[int]
+    FILLED_FIELD_NUMBER: _ClassVar[int]
+    FILLED_FROM_FIELD_NUMBER: _ClassVar[int]
     signature: Signature
     job_uuid: bytes
     job_status: JobStatus
     status_info: str
     parameters: _containers.RepeatedCompositeFieldContainer[JobParameter]
     claim: Claim
-    def __init__(self, signature: _Optional[_Union[Signature, _Mapping]] = ..., job_uuid: _Optional[bytes] = ..., job_status: _Optional[_Union[JobStatus, str]] = ..., status_info: _Optional[str] = ..., parameters: _Optional[_Iterable[_Union[JobParameter, _Mapping]]] = ..., claim: _Optional[_Union[Claim, _Mapping]] = ...) -> None: ...
+    filled: _containers.RepeatedCompositeFieldContainer[InputLink]
+    filled_from: _containers.RepeatedCompositeFieldContainer[InputLink]
+    def __init__(self, signature: _Optional[_Union[Signature, _Mapping]] = ..., job_uuid: _Optional[bytes] = ..., job_status: _Optional[_Union[JobStatus, str]] = ..., status_info: _Optional[str] = ..., parameters: _Optional[_Iterable[_Union[JobParameter, _Mapping]]] = ..., claim: _Optional[_Union[Claim, _Mapping]] = ..., filled: _Optional[_Iterable[_Union[InputLink, _Mapping]]] = ..., filled_from: _Optional[_Iterable[_Union[InputLink, _Mapping]]] = ...) -> None: ...
 
 class WorkFlowStatusRequest(_message.Message):
     __slots__ = ("signature", "workflow_uuid")
