@@ -88,9 +88,12 @@ async def run_once(agents: int, managers: int, workflows: int, mode: str) -> Res
             for n in range(agents)
         ]
         nodes: list[ManagerNode | AgentNode] = [*manager_nodes, *agent_nodes]
-        for node in nodes:
+        started = time.monotonic()
+        for count, node in enumerate(nodes, 1):
             await node.transport.connect()
             await node.start()
+            if count % 100 == 0:
+                _progress(f"{count}/{len(nodes)} nodes started", started)
         for manager in manager_nodes:
             await manager.add_template(template)
         for n, agent in enumerate(agent_nodes):
@@ -127,7 +130,9 @@ async def _measure(
             if status.state != "completed":
                 raise SystemExit(f"a workflow ended {status.state}: {status.reason}")
 
+    started = time.monotonic()
     await asyncio.gather(*(run_all(client, 1) for client in clients))  # warm-up
+    _progress("warm-up done: the agents have granted their claims", started)
     published_before = sum(node.node.counters["published"] for node in nodes)
     received_before = sum(_received(node) for node in nodes)
     cpu_before = time.process_time()
@@ -136,6 +141,10 @@ async def _measure(
     published = sum(node.node.counters["published"] for node in nodes) - published_before
     received = sum(_received(node) for node in nodes) - received_before
     return published, received, cpu
+
+
+def _progress(what: str, since: float) -> None:
+    print(f"  {what} ({time.monotonic() - since:.0f} s)", flush=True)
 
 
 def _received(node: ManagerNode | AgentNode) -> int:

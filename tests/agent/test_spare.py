@@ -143,6 +143,7 @@ async def test_close_kills_the_spares_and_removes_their_cgroups(
     await spares.close()
     assert not alive(pid)
     assert not cgroup.exists()
+    await eventually(lambda: read_proc(pid) is None, "the spare reaped")
 
 
 async def test_a_restarted_agent_removes_what_its_predecessors_spares_left(

@@ -24,7 +24,6 @@ import contextlib
 import logging
 import os
 import shutil
-import signal
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -179,11 +178,11 @@ class SpareShells:
     def discard(self, spare: Spare) -> None:
         """Kill a spare and remove its cgroup."""
         self._cgroups.discard(spare.cgroup)
-        # First the shell itself (it leads its session): it may not have entered yet.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(spare.pid, signal.SIGKILL)
-        self._remove(spare.cgroup)
+        # First the shell itself, which may not have entered its cgroup yet. Through
+        # its transport, which kills it and leaves the reaping to asyncio (a kill of
+        # our own would let the transport reap it under asyncio's feet).
         spare.transport.close()
+        self._remove(spare.cgroup)
 
     @staticmethod
     def _remove(cgroup: Path) -> None:
@@ -192,14 +191,13 @@ class SpareShells:
 
     async def close(self) -> None:
         """Kill every spare (on the agent's stop)."""
-        making = list(self._making.values())
-        for task in making:
-            task.cancel()
-        await asyncio.gather(*making, return_exceptions=True)
+        # Let spawns under way end (milliseconds): a cancelled one would leave its
+        # shell to whoever reaps children next, and maybe outside its cgroup.
+        await asyncio.gather(*self._making.values(), return_exceptions=True)
         ready, self._ready = self._ready, {}
         for spare in ready.values():
             self.discard(spare)
-        for cgroup in list(self._cgroups):  # spawns cut short by the cancel
+        for cgroup in list(self._cgroups):  # spawns that failed
             with contextlib.suppress(OSError):
                 self._remove(cgroup)
         self._cgroups.clear()
