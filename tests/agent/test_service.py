@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from caroni.agent.jobtypes import JobTypeSpec
 from caroni.agent.model import Policy
@@ -24,6 +25,7 @@ from caroni.protocol import (
     pb,
     seal,
 )
+from caroni.store.tables import offers
 from caroni.transport.base import Consumer
 from caroni.transport.memory import MemoryBroker, MemoryTransport
 from tests.waiting import eventually
@@ -250,3 +252,55 @@ async def test_a_flood_from_one_manager_holds_at_most_the_cap_and_others_still_g
 def _open_offers(agent: AgentNode) -> dict[str, int]:
     with agent.engine.connect() as conn:
         return agent.role.store.open_offers(conn)
+
+
+async def test_an_idle_agent_runs_its_timers_rarely_and_an_offer_still_expires_in_time(
+    tmp_path: Path,
+) -> None:
+    broker = MemoryBroker()
+    agent = AgentNode(
+        MemoryTransport(broker),
+        str(tmp_path / "agent.sqlite3"),
+        policy=Policy(site_identifier="idle", offer_ttl=0.3),
+        workdir=tmp_path / "jobs",
+    )
+    await agent.transport.connect()
+    await agent.start()
+    await agent.add_job_type(JobTypeSpec("noop", ("x",), ("out",), "true"))
+    manager = PeerManager(broker)
+    await manager.start()
+    ticks = 0
+    tick = agent.role.tick
+
+    def counting_tick(tx):  # type: ignore[no-untyped-def]
+        nonlocal ticks
+        ticks += 1
+        return tick(tx)
+
+    agent.role.tick = counting_tick  # type: ignore[method-assign]
+    try:
+        # With nothing to expire, no timer transaction every second (a window to
+        # see that something does not happen, not a synchronisation).
+        await asyncio.sleep(1.5)
+        assert ticks <= 1
+        request = pb.JobFulfillmentRequest(
+            request_uuid=uuid.uuid4().bytes,
+            job_type_name="noop",
+            parameters=[pb.JobParameter(key="x")],
+        )
+        await manager.send(FULFILLMENT_KEY, request)
+        offer = await manager.expect(pb.JobFulfillmentOffer)
+        offer_uuid = uuid.UUID(bytes=offer.offer_uuid).hex
+
+        def state() -> str:
+            with agent.engine.connect() as conn:
+                query = select(offers.c.state).where(offers.c.offer_uuid == offer_uuid)
+                return str(conn.execute(query).scalar_one())
+
+        # The new offer woke the timers: it expires after its 0.3 s, not at the
+        # next idle pass 30 s away.
+        await eventually(lambda: state() == "expired", "the offer expired", timeout=5.0)
+    finally:
+        await manager.stop()
+        await agent.stop()
+        await agent.transport.close()

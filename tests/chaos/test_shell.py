@@ -31,6 +31,7 @@ class Recorder:
     """A role that counts what it handles and when its timers fire."""
 
     name = "manager"
+    max_tick_interval = 1.0
 
     def __init__(self) -> None:
         self.handled = 0

@@ -59,6 +59,7 @@ class Echo:
     per-transaction tally in its unit of work, written once before the rows are."""
 
     name = "manager"
+    max_tick_interval = 1.0
 
     def __init__(self) -> None:
         self.tallies: list[int] = []  # one entry per transaction written

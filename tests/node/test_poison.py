@@ -44,6 +44,7 @@ class Notes:
     """Stores each JobStatusUpdate's job and status text; answers nothing."""
 
     name = "manager"
+    max_tick_interval = 1.0
 
     def __init__(self) -> None:
         self.failing: set[bytes] = set()  # jobs whose handling fails past any savepoint

@@ -85,6 +85,7 @@ class Quiet:
     """A role that keeps nothing and handles nothing: only the node's loops run."""
 
     name = "manager"
+    max_tick_interval = 1.0
 
     def bindings(self, own_key: str) -> list[str]:
         return [own_key]

@@ -35,6 +35,9 @@ class AgentRole:
     """Offers its job types, holds jobs until their inputs arrive, runs them in slots."""
 
     name = "agent"
+    # Its only timers are its offers' expiry, and a new offer runs them at once
+    # (``tick_soon``): an idle agent need not run a transaction every second.
+    max_tick_interval = 30.0
 
     def __init__(self, policy: Policy, workdir: Path, containment: Mechanism | None = None) -> None:
         self.policy = policy
@@ -129,6 +132,8 @@ class AgentRole:
             )
             if offer is not None:
                 work.new_offers.append(offer)
+                if self._node is not None:
+                    tx.after_commit(self._node.tick_soon)  # to expire it in time
                 work.open_offers[(offer.request_uuid, offer.manager_key)] = offer
                 work.load = Load(load.running, load.reserved + 1)
                 offers_to[offer.manager_key] = offers_to.get(offer.manager_key, 0) + 1

@@ -51,6 +51,8 @@ class ManagerRole:
     """Owns workflows: expands templates into steps and drives them to the end."""
 
     name = "manager"
+    # Replicas share the database: timers another replica set are seen this often.
+    max_tick_interval = 1.0
 
     def __init__(
         self,

@@ -12,6 +12,9 @@ class Role(Protocol):
     """What makes a node a manager or an agent: its bindings, handlers and timers."""
 
     name: str
+    max_tick_interval: float
+    """The longest the timers wait before they run again, when ``tick`` names no
+    earlier time."""
 
     def bindings(self, own_key: str) -> list[str]:
         """Routing-key patterns this node's queue listens to."""

@@ -57,7 +57,6 @@ log = logging.getLogger("caroni.node")
 T = TypeVar("T")
 
 BATCH_SIZE = 64
-MAX_TICK_INTERVAL = 1.0
 # Timers act on silence ("no offer for 2 s", "the agent has said nothing for 30 s").
 # While deliveries wait in the node's own queue it has not heard everything yet:
 # firing then only piles rebroadcasts and polls onto a backlog that already holds
@@ -122,6 +121,7 @@ class Node:
         self._deliveries: asyncio.Queue[Delivery] = asyncio.Queue()
         self._idle = asyncio.Event()  # set while no delivery waits to be handled
         self._idle.set()
+        self._tick_now = asyncio.Event()  # a new deadline: run the timers again
         self.max_timer_deferral = MAX_TIMER_DEFERRAL
         self.publisher = Publisher(engine, transport, self.db, self.counters)
         self._backoff = Backoff()  # between tries of deliveries given back
@@ -346,6 +346,7 @@ class Node:
                     log.debug("pruned %s", removed)
                 except Exception:
                     log.exception("pruning old records failed")
+            self._tick_now.clear()  # a deadline set from here on runs the timers again
             try:
                 next_at = await self.transact(self.role.tick)
             except asyncio.CancelledError:
@@ -353,10 +354,15 @@ class Node:
             except Exception:
                 log.exception("timer tick failed")
                 next_at = None
-            delay = MAX_TICK_INTERVAL
+            delay = self.role.max_tick_interval
             if next_at is not None:
-                delay = min(max(next_at - time.time(), 0.0), MAX_TICK_INTERVAL)
-            await asyncio.sleep(delay)  # a timer period, not synchronization
+                delay = min(max(next_at - time.time(), 0.0), delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._tick_now.wait(), delay)  # a timer period
+
+    def tick_soon(self) -> None:
+        """Run the timers now: a transaction set a deadline they do not know yet."""
+        self._tick_now.set()
 
     async def _vacuum_loop(self) -> None:
         """On a PostgreSQL server whose autovacuum is off, VACUUM the busy tables now
