@@ -8,7 +8,9 @@ and with every node speaking only the shared protocol. Each manager first runs
 one workflow that is not counted (with claims, that is when agents grant them),
 then the counted ones. Printed per step: messages published (by every node, as
 confirmed), deliveries taken by the nodes (a broadcast is delivered to every
-queue bound to it), and CPU time of the whole process (all nodes).
+queue bound to it), CPU time of the whole process (all nodes), and CPU time of
+the managers' database threads, where their transactions run (their share of the
+event loop is not told apart).
 
     python -m benchmarks.scale --agents 1,10,50 --managers 2 --workflows 10
 """
@@ -52,6 +54,7 @@ class Result:
     messages: int
     deliveries: int
     cpu_seconds: float
+    manager_db_seconds: float
 
     @property
     def messages_per_step(self) -> float:
@@ -64,6 +67,10 @@ class Result:
     @property
     def cpu_ms_per_step(self) -> float:
         return 1000 * self.cpu_seconds / self.steps
+
+    @property
+    def manager_db_ms_per_step(self) -> float:
+        return 1000 * self.manager_db_seconds / self.steps
 
 
 async def run_once(agents: int, managers: int, workflows: int, mode: str) -> Result:
@@ -108,20 +115,22 @@ async def run_once(agents: int, managers: int, workflows: int, mode: str) -> Res
                     await stack.enter_async_context(Client(client_transport, manager.key))
                     for manager in manager_nodes
                 ]
-                published, received, cpu = await _measure(nodes, clients, workflows)
+                published, received, cpu, manager_db = await _measure(nodes, clients, workflows)
         finally:
             await client_transport.close()
             for node in reversed(nodes):
                 await node.stop()
                 await node.transport.close()
-    return Result(agents, mode, managers * workflows * STEPS, published, received, cpu)
+    steps = managers * workflows * STEPS
+    return Result(agents, mode, steps, published, received, cpu, manager_db)
 
 
 async def _measure(
     nodes: list[ManagerNode | AgentNode], clients: list[Client], workflows: int
-) -> tuple[int, int, float]:
+) -> tuple[int, int, float, float]:
     """Run one uncounted workflow per manager, then ``workflows`` each: messages
-    published, deliveries taken and CPU seconds of the counted ones."""
+    published, deliveries taken, CPU seconds of the process and of the managers'
+    database threads, for the counted ones."""
 
     async def run_all(client: Client, count: int) -> None:
         ids = [await client.submit("test_simple", {"start_message": f"s{n}"}) for n in range(count)]
@@ -135,12 +144,20 @@ async def _measure(
     _progress("warm-up done: the agents have granted their claims", started)
     published_before = sum(node.node.counters["published"] for node in nodes)
     received_before = sum(_received(node) for node in nodes)
-    cpu_before = time.process_time()
+    managers = [node for node in nodes if isinstance(node, ManagerNode)]
+    cpu_before, manager_db_before = time.process_time(), await _transactions_cpu(managers)
     await asyncio.gather(*(run_all(client, workflows) for client in clients))
     cpu = time.process_time() - cpu_before
+    manager_db = await _transactions_cpu(managers) - manager_db_before
     published = sum(node.node.counters["published"] for node in nodes) - published_before
     received = sum(_received(node) for node in nodes) - received_before
-    return published, received, cpu
+    return published, received, cpu, manager_db
+
+
+async def _transactions_cpu(managers: list[ManagerNode]) -> float:
+    """CPU seconds the managers' database threads (one each, where their
+    transactions run) have used so far: each thread reads its own clock."""
+    return sum([await manager.node.db(time.thread_time) for manager in managers])
 
 
 def _progress(what: str, since: float) -> None:
@@ -155,13 +172,15 @@ def _received(node: ManagerNode | AgentNode) -> int:
 
 def table(results: list[Result]) -> str:
     lines = [
-        "| agents | nodes speak | steps | published/step | delivered/step | CPU ms/step |",
-        "|---:|---|---:|---:|---:|---:|",
+        "| agents | nodes speak | steps | published/step | delivered/step | CPU ms/step "
+        "| manager transactions CPU ms/step |",
+        "|---:|---|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         lines.append(
             f"| {r.agents} | {r.mode} | {r.steps} "
-            f"| {r.messages_per_step:.1f} | {r.deliveries_per_step:.1f} | {r.cpu_ms_per_step:.1f} |"
+            f"| {r.messages_per_step:.1f} | {r.deliveries_per_step:.1f} | {r.cpu_ms_per_step:.1f} "
+            f"| {r.manager_db_ms_per_step:.1f} |"
         )
     return "\n".join(lines)
 
@@ -189,7 +208,8 @@ def main() -> None:
                 f"{agents} agents, {mode}: "
                 f"{result.messages_per_step:.1f} published/step, "
                 f"{result.deliveries_per_step:.1f} delivered/step, "
-                f"{result.cpu_ms_per_step:.1f} CPU ms/step",
+                f"{result.cpu_ms_per_step:.1f} CPU ms/step, "
+                f"{result.manager_db_ms_per_step:.1f} in the managers' transactions",
                 flush=True,
             )
             results.append(result)
