@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -189,19 +190,40 @@ def _request(job_type: str = "record") -> pb.JobFulfillmentRequest:
     )
 
 
-async def test_a_flood_from_one_manager_holds_at_most_the_cap_and_others_still_get_offers(
-    tmp_path: Path,
-) -> None:
+@asynccontextmanager
+async def running_agent(
+    tmp_path: Path, policy: Policy, spec: JobTypeSpec
+) -> AsyncIterator[tuple[AgentNode, MemoryBroker]]:
+    """A started agent serving ``spec`` on a broker of its own."""
     broker = MemoryBroker()
     agent = AgentNode(
         MemoryTransport(broker),
         str(tmp_path / "agent.sqlite3"),
-        policy=Policy(max_offers_per_manager=5),
+        policy=policy,
         workdir=tmp_path / "jobs",
     )
     await agent.transport.connect()
     await agent.start()
-    await agent.add_job_type(JobTypeSpec("record", ("name",), ("out",), "true"))
+    try:
+        await agent.add_job_type(spec)
+        yield agent, broker
+    finally:
+        await agent.stop()
+        await agent.transport.close()
+
+
+async def test_a_flood_from_one_manager_holds_at_most_the_cap_and_others_still_get_offers(
+    tmp_path: Path,
+) -> None:
+    async with running_agent(
+        tmp_path,
+        Policy(max_offers_per_manager=5),
+        JobTypeSpec("record", ("name",), ("out",), "true"),
+    ) as (agent, broker):
+        await _flood(agent, broker)
+
+
+async def _flood(agent: AgentNode, broker: MemoryBroker) -> None:
     flooder = PeerManager(broker, "wf.manager.FLOODFLOODFLOODFLOODFL")
     other = PeerManager(broker)
     await flooder.start()
@@ -245,8 +267,6 @@ async def test_a_flood_from_one_manager_holds_at_most_the_cap_and_others_still_g
     finally:
         await flooder.stop()
         await other.stop()
-        await agent.stop()
-        await agent.transport.close()
 
 
 def _open_offers(agent: AgentNode) -> dict[str, int]:
@@ -257,18 +277,20 @@ def _open_offers(agent: AgentNode) -> dict[str, int]:
 async def test_an_idle_agent_runs_its_timers_rarely_and_an_offer_still_expires_in_time(
     tmp_path: Path,
 ) -> None:
-    broker = MemoryBroker()
-    agent = AgentNode(
-        MemoryTransport(broker),
-        str(tmp_path / "agent.sqlite3"),
-        policy=Policy(site_identifier="idle", offer_ttl=0.3),
-        workdir=tmp_path / "jobs",
-    )
-    await agent.transport.connect()
-    await agent.start()
-    await agent.add_job_type(JobTypeSpec("noop", ("x",), ("out",), "true"))
-    manager = PeerManager(broker)
-    await manager.start()
+    async with running_agent(
+        tmp_path,
+        Policy(site_identifier="idle", offer_ttl=0.3),
+        JobTypeSpec("noop", ("x",), ("out",), "true"),
+    ) as (agent, broker):
+        manager = PeerManager(broker)
+        await manager.start()
+        try:
+            await _idle_then_offer(agent, manager)
+        finally:
+            await manager.stop()
+
+
+async def _idle_then_offer(agent: AgentNode, manager: PeerManager) -> None:
     ticks = 0
     tick = agent.role.tick
 
@@ -278,29 +300,24 @@ async def test_an_idle_agent_runs_its_timers_rarely_and_an_offer_still_expires_i
         return tick(tx)
 
     agent.role.tick = counting_tick  # type: ignore[method-assign]
-    try:
-        # With nothing to expire, no timer transaction every second (a window to
-        # see that something does not happen, not a synchronisation).
-        await asyncio.sleep(1.5)
-        assert ticks <= 1
-        request = pb.JobFulfillmentRequest(
-            request_uuid=uuid.uuid4().bytes,
-            job_type_name="noop",
-            parameters=[pb.JobParameter(key="x")],
-        )
-        await manager.send(FULFILLMENT_KEY, request)
-        offer = await manager.expect(pb.JobFulfillmentOffer)
-        offer_uuid = uuid.UUID(bytes=offer.offer_uuid).hex
+    # With nothing to expire, no timer transaction every second (a window to see
+    # that something does not happen, not a synchronisation).
+    await asyncio.sleep(1.5)
+    assert ticks <= 1
+    request = pb.JobFulfillmentRequest(
+        request_uuid=uuid.uuid4().bytes,
+        job_type_name="noop",
+        parameters=[pb.JobParameter(key="x")],
+    )
+    await manager.send(FULFILLMENT_KEY, request)
+    offer = await manager.expect(pb.JobFulfillmentOffer)
+    offer_uuid = uuid.UUID(bytes=offer.offer_uuid).hex
 
-        def state() -> str:
-            with agent.engine.connect() as conn:
-                query = select(offers.c.state).where(offers.c.offer_uuid == offer_uuid)
-                return str(conn.execute(query).scalar_one())
+    def state() -> str:
+        with agent.engine.connect() as conn:
+            query = select(offers.c.state).where(offers.c.offer_uuid == offer_uuid)
+            return str(conn.execute(query).scalar_one())
 
-        # The new offer woke the timers: it expires after its 0.3 s, not at the
-        # next idle pass 30 s away.
-        await eventually(lambda: state() == "expired", "the offer expired", timeout=5.0)
-    finally:
-        await manager.stop()
-        await agent.stop()
-        await agent.transport.close()
+    # The new offer woke the timers: it expires after its 0.3 s, not at the next
+    # idle pass 30 s away.
+    await eventually(lambda: state() == "expired", "the offer expired", timeout=5.0)
