@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import itertools
 import json
 import os
 import platform
@@ -686,9 +687,14 @@ def _count(ctx: Context, size: int) -> int:
 
 
 def _log_dir(ctx: Context, result: RunResult) -> Path:
-    path = ctx.work_dir / f"{result.system}-{result.mode}-{result.workload}-{result.size}"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    """A fresh directory for this run of a configuration (a repeat gets its own)."""
+    name = f"{result.system}-{result.mode}-{result.workload}-{result.size}".replace(" ", "-")
+    for repeat in itertools.count(1):
+        path = ctx.work_dir / (name if repeat == 1 else f"{name}-run{repeat}")
+        if not path.exists():
+            path.mkdir(parents=True)
+            return path
+    raise AssertionError("unreachable")
 
 
 # --- the command ------------------------------------------------------------------------

@@ -35,6 +35,8 @@ def test_quick_embedded_run_prints_a_row_per_configuration(tmp_path: Path) -> No
             "orchestration",
             "--sizes",
             "1,3",
+            "--latency-repeats",
+            "2",
             "--out",
             str(out),
         ],
@@ -51,6 +53,7 @@ def test_quick_embedded_run_prints_a_row_per_configuration(tmp_path: Path) -> No
         assert result.messages_per_step > 0
         assert result.rss["caroni"] > 0
     printed = buffer.getvalue()
-    assert "1 (x3 in turn)" in printed and "Floor" in printed
+    assert "1 (x3 in turn, 2 runs)" in printed and "Floor" in printed
+    assert len(results[0].repeat_latencies) == 2  # each repeat in a fresh directory
     markdown = out.read_text()
     assert "| caroni | embedded | orchestration | 3 | 3/3 |" in markdown
