@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import delete, insert, text
 
 from caroni.core import Incoming
-from caroni.node import NoWork, Tx, runtime
+from caroni.node import NoWork, Tx
 from caroni.node.runtime import Node
-from caroni.store import create_db_engine, migrate
+from caroni.store import create_db_engine, migrate, vacuum
 from caroni.store.tables import outbox
 from caroni.store.vacuum import BUSY_TABLES, needs_vacuuming, vacuum_busy_tables
 from caroni.transport.memory import MemoryTransport
@@ -64,7 +64,7 @@ async def test_a_node_vacuums_its_tables_now_and_then(
     migrate(engine)
     if not needs_vacuuming(engine):
         pytest.skip("the server's autovacuum is on: nodes leave vacuuming to it")
-    monkeypatch.setattr(runtime, "VACUUM_INTERVAL", 0.05)
+    monkeypatch.setattr(vacuum, "VACUUM_INTERVAL", 0.05)
     stats = text("SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'outbox'")
 
     def vacuums() -> int:

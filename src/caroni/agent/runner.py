@@ -22,11 +22,9 @@ import json
 import logging
 import os
 import pwd
-import re
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -37,6 +35,7 @@ from caroni.agent.jobtypes import JobTypeSpec
 from caroni.agent.model import JobResult
 from caroni.agent.output import JobOutput, preview, stringify, tail_text, with_stderr
 from caroni.agent.spare import SpareShells, SpawnKind, encode_job
+from caroni.agent.workdir import make_workdir, remove_workdir
 from caroni.protocol.job_env import env_name, env_problem
 
 __all__ = ["JobResult", "run_job"]
@@ -49,8 +48,6 @@ BASE_PATH = "/usr/local/bin:/usr/bin:/bin"
 PIPE_GRACE_SECONDS = 5.0
 # After a kill on cancellation, how long to wait for bash to be reaped.
 EXIT_GRACE_SECONDS = 5.0
-
-_UNSAFE_PATH_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
 
 
 @functools.cache
@@ -96,41 +93,6 @@ def _kill_spawned(
     containment.close()
     transport.close()
     logger.warning("job %s: cancelled while starting; killed its containment", job_id)
-
-
-def _make_workdir(root: Path, job_id: str) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    prefix = _UNSAFE_PATH_CHARS.sub("_", job_id)[:64] or "job"
-    return Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir=root))
-
-
-def _remove_tree(path: Path, job_id: str) -> None:
-    try:
-        shutil.rmtree(path)
-        return
-    except FileNotFoundError:
-        return  # the body removed its own directory (HOME is the workdir: `rm -rf ~`)
-    except OSError:
-        pass
-    # A body may have left read-only directories behind; make them writable and retry.
-    try:
-        os.chmod(path, 0o700)
-        for dirpath, dirnames, _ in os.walk(path):
-            for name in dirnames:
-                child = os.path.join(dirpath, name)
-                if not os.path.islink(child):
-                    os.chmod(child, 0o700)
-    except OSError:
-        pass
-    shutil.rmtree(path, ignore_errors=True)
-    if path.exists():
-        logger.warning("job %s: could not remove work directory %s", job_id, path)
-
-
-async def _remove_workdir(path: Path, job_id: str) -> None:
-    # In a thread: a big tree would otherwise stall every other job on the loop.
-    # Shielded: even if we are cancelled meanwhile, the removal runs to its end.
-    await asyncio.shield(asyncio.to_thread(_remove_tree, path, job_id))
 
 
 async def run_job(
@@ -244,7 +206,7 @@ class _JobRun:
         if bash is None:
             return self.result("bash not found; the job was not started")
         try:
-            workdir = _make_workdir(workdir_root, job_id)
+            workdir = make_workdir(workdir_root, job_id)
             if self.account is not None:
                 os.chown(workdir, self.account.pw_uid, self.account.pw_gid)
         except OSError as exc:
@@ -288,7 +250,7 @@ class _JobRun:
                 containment.close()  # whatever is left of the job, and its record
                 transport.close()
         finally:
-            await _remove_workdir(workdir, job_id)
+            await remove_workdir(workdir, job_id)
 
     async def _spawn(
         self, containment: JobContainment, argv: list[str], env: dict[str, str], workdir: Path

@@ -48,7 +48,7 @@ from caroni.node.tx import Batch, Tx
 from caroni.protocol import Signer
 from caroni.protocol.extensions import SPOKEN
 from caroni.store.retention import Retention, prune
-from caroni.store.vacuum import VACUUM_INTERVAL, needs_vacuuming, vacuum_busy_tables
+from caroni.store.vacuum import vacuum_loop
 from caroni.transport.base import Consumer, Delivery, OutgoingMessage, Transport
 from caroni.trust import TrustPolicy
 
@@ -146,7 +146,7 @@ class Node:
             self._handle_loop(),
             self.publisher.run(),
             self._tick_loop(),
-            self._vacuum_loop(),
+            vacuum_loop(self.engine),
         ):
             self._tasks.append(asyncio.create_task(coro))
 
@@ -363,27 +363,6 @@ class Node:
     def tick_soon(self) -> None:
         """Run the timers now: a transaction set a deadline they do not know yet."""
         self._tick_now.set()
-
-    async def _vacuum_loop(self) -> None:
-        """On a PostgreSQL server whose autovacuum is off, VACUUM the busy tables now
-        and then (see ``store.vacuum``), off the database thread: handling messages
-        never waits for it."""
-        try:
-            if not await asyncio.to_thread(needs_vacuuming, self.engine):
-                return
-        except Exception as exc:  # noqa: BLE001 - a missing upkeep must not stop the node
-            log.warning("cannot tell whether the database needs vacuuming: %s", exc)
-            return
-        log.info(
-            "the database server's autovacuum is off: vacuuming busy tables every %.0fs",
-            VACUUM_INTERVAL,
-        )
-        while True:
-            await asyncio.sleep(VACUUM_INTERVAL)  # a period, not synchronization
-            try:
-                await asyncio.to_thread(vacuum_busy_tables, self.engine)
-            except Exception as exc:  # noqa: BLE001 - tried again next period
-                log.warning("vacuuming failed, trying again in %.0fs: %s", VACUUM_INTERVAL, exc)
 
     async def _until_idle(self) -> None:
         """Wait until no delivery waits to be handled, at most ``max_timer_deferral``."""

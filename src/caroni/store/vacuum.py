@@ -13,7 +13,12 @@ outside transactions and takes no lock that blocks reading or writing rows).
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
 from sqlalchemy import Engine, text
+
+log = logging.getLogger("caroni.node")
 
 VACUUM_INTERVAL = 10.0  # seconds between VACUUMs when the server's autovacuum is off
 
@@ -52,3 +57,25 @@ def vacuum_busy_tables(engine: Engine) -> list[str]:
         if tables:
             conn.execute(text(f"VACUUM (ANALYZE, SKIP_LOCKED) {', '.join(tables)}"))
     return tables
+
+
+async def vacuum_loop(engine: Engine) -> None:
+    """On a PostgreSQL server whose autovacuum is off, VACUUM the busy tables every
+    ``VACUUM_INTERVAL``, off the node's database thread: handling messages never
+    waits for it. Returns at once on any other server."""
+    try:
+        if not await asyncio.to_thread(needs_vacuuming, engine):
+            return
+    except Exception as exc:  # noqa: BLE001 - a missing upkeep must not stop the node
+        log.warning("cannot tell whether the database needs vacuuming: %s", exc)
+        return
+    log.info(
+        "the database server's autovacuum is off: vacuuming busy tables every %.0fs",
+        VACUUM_INTERVAL,
+    )
+    while True:
+        await asyncio.sleep(VACUUM_INTERVAL)  # a period, not synchronization
+        try:
+            await asyncio.to_thread(vacuum_busy_tables, engine)
+        except Exception as exc:  # noqa: BLE001 - tried again next period
+            log.warning("vacuuming failed, trying again in %.0fs: %s", VACUUM_INTERVAL, exc)
