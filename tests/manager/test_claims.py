@@ -9,7 +9,7 @@ from collections import Counter
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from caroni.core import Send, counting_ids
-from caroni.manager.claims import MAX_CLAIM_LEASE, ClaimBook
+from caroni.manager.claims import ENOUGH_CLAIMS, MAX_CLAIM_LEASE, ClaimBook
 from caroni.manager.handlers import DEFAULT_TIMINGS, on_finished, on_tick, request_message
 from caroni.manager.handlers.claims import assign_claimed, assign_waiting, on_refusal
 from caroni.manager.model import AttemptState, StepState, WorkflowState
@@ -68,6 +68,25 @@ def test_only_the_granting_agent_shrinks_or_revokes_a_claim() -> None:
     assert book.claims[claim_uuid].capacity == 2
     book.grant(revoke, AGENT, "", NOW)
     assert claim_uuid not in book.claims and claim_uuid in book.dropped
+
+
+def test_a_manager_records_new_claims_only_while_it_lacks_room() -> None:
+    agents = [f"wf.agent.{n:022d}" for n in range(ENOUGH_CLAIMS + 1)]
+    book = book_with(*((agent, claim_message(capacity=1)) for agent in agents[:-1]))
+    late = claim_message(capacity=1)
+    book.grant(late, agents[-1], "", NOW)
+    late_uuid = uuid.UUID(bytes=late.claim_uuid).hex
+    assert late_uuid not in book.claims, "enough claims with room: not recorded"
+    assert len(book.claims) == ENOUGH_CLAIMS
+    for claim in list(book.claims.values()):  # every held claim is full
+        book.take(claim)
+    book.grant(late, agents[-1], "", NOW + 1)
+    assert late_uuid in book.claims, "the held claims are full: recorded now"
+    held = next(iter(book.claims.values()))
+    renewal = claim_message(capacity=1, expires_at=NOW + 90)
+    renewal.claim_uuid = uuid.UUID(hex=held.claim_uuid).bytes
+    book.grant(renewal, held.agent_key, "", NOW + 2)
+    assert book.claims[held.claim_uuid].expires_at == NOW + 90, "a held claim is renewed"
 
 
 def test_steps_a_claim_covers_are_assigned_with_the_inputs_known() -> None:

@@ -21,6 +21,12 @@ from caroni.protocol import pb
 MAX_CLAIM_CAPACITY = 10_000
 """Most jobs at once a manager assigns under one claim, whatever the agent grants."""
 
+ENOUGH_CLAIMS = 8
+"""Live claims with room per job type past which a manager records no new one: it
+only needs room for its work, and every claim it holds is read by each transaction
+that places steps. An agent whose claim goes unrecorded is asked again, by
+broadcast, once the claims held are full."""
+
 MAX_CLAIM_LEASE = 3600.0
 """Longest a granted claim counts (seconds from when it arrives): a claim must be
 renewed, so that one lost with its agent stops drawing assignments."""
@@ -111,6 +117,8 @@ class ClaimBook:
         if msg.capacity == 0 or expires_at <= now:
             self.drop(claim_uuid, agent_key)
             return
+        if held is None and self._enough(msg.job_type_names, now):
+            return
         self.claims[claim_uuid] = HeldClaim(
             claim_uuid=claim_uuid,
             agent_key=agent_key,
@@ -122,6 +130,16 @@ class ClaimBook:
         )
         self.granted.add(claim_uuid)
         self.dropped.discard(claim_uuid)
+
+    def _enough(self, job_types: Collection[str], now: float) -> bool:
+        """Whether every one of ``job_types`` has ``ENOUGH_CLAIMS`` live claims with room."""
+        with_room = Counter(
+            job_type
+            for claim in self.claims.values()
+            if self.free(claim, now) > 0
+            for job_type in claim.job_types
+        )
+        return bool(job_types) and all(with_room[t] >= ENOUGH_CLAIMS for t in job_types)
 
     def drop(self, claim_uuid: str, agent_key: str) -> None:
         """Stop assigning under a claim (its agent revoked it, or refused under it)."""
