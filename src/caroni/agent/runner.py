@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from caroni.agent.containment import MARK_VARIABLE, Containments, JobContainment
+from caroni.agent.containment import Containments, JobContainment, mark_env
 from caroni.agent.jobtypes import JobTypeSpec
 from caroni.agent.model import JobResult
 from caroni.agent.output import JobOutput, preview, stringify, tail_text, with_stderr
@@ -153,6 +153,12 @@ class _JobRun:
         self.max_output_bytes = max_output_bytes
         self.started = time.monotonic()
         self.warnings: list[str] = []
+        # Who the body runs as and what its pipes keep: a spare must match it.
+        self.spawn_kind = SpawnKind(
+            account.pw_uid if account else None,
+            account.pw_gid if account else None,
+            max_output_bytes,
+        )
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)
@@ -216,19 +222,11 @@ class _JobRun:
         env.update(extra_env)
         try:
             logger.info("job %s: starting %s in %s", job_id, spec.name, workdir)
-            env[MARK_VARIABLE] = job_id
+            env.update(mark_env(job_id))
             # spec.name is $0, so bash's own error messages name the job type.
             argv = [bash, "-c", spec.body, spec.name]
             job = encode_job(workdir, env, argv)
-            spare = None
-            if spares is not None:
-                account = self.account
-                kind = SpawnKind(
-                    account.pw_uid if account else None,
-                    account.pw_gid if account else None,
-                    self.max_output_bytes,
-                )
-                spare = spares.take(kind, job)
+            spare = spares.take(self.spawn_kind, job) if spares is not None else None
             try:
                 containment = containments.open(job_id, workdir, spare.cgroup if spare else None)
             except OSError as exc:
@@ -257,13 +255,6 @@ class _JobRun:
     ) -> tuple[asyncio.SubprocessTransport, JobOutput] | JobResult:
         """Start ``argv`` in ``containment``: its transport and output, or why it failed."""
         loop = asyncio.get_running_loop()
-        as_user = {}
-        if self.account is not None:
-            as_user = {
-                "user": self.account.pw_uid,
-                "group": self.account.pw_gid,
-                "extra_groups": [],
-            }
         # Shielded: if we are cancelled while asyncio is still connecting the pipes,
         # its own cleanup would kill bash alone and then wait for pipes that bash's
         # children still hold. We let the spawn finish and kill the whole job.
@@ -279,7 +270,7 @@ class _JobRun:
                 cwd=workdir,
                 env=env,
                 **containment.popen_kwargs(),  # its own session
-                **as_user,  # type: ignore[arg-type]  # Popen takes user/group; the stub does not say
+                **self.spawn_kind.popen_user(),
             )
         )
         try:

@@ -68,6 +68,12 @@ class SpawnKind:
     group: int | None
     max_output_bytes: int
 
+    def popen_user(self) -> dict[str, Any]:
+        """Popen's arguments that run the process as ``user`` (none: as the agent)."""
+        if self.user is None:
+            return {}
+        return {"user": self.user, "group": self.group, "extra_groups": []}
+
 
 def encode_job(workdir: Path, env: Mapping[str, str], argv: list[str]) -> bytes:
     """What a spare reads: the directory, the number of variables, the variables,
@@ -145,9 +151,6 @@ class SpareShells:
             self._cgroups.add(cgroup)
             procs = _cgroup.open_procs(cgroup)
             try:
-                as_user: dict[str, Any] = {}
-                if kind.user is not None:
-                    as_user = {"user": kind.user, "group": kind.group, "extra_groups": []}
                 transport, proto = await loop.subprocess_exec(
                     lambda: JobOutput(loop, kind.max_output_bytes),
                     self._bash,
@@ -163,7 +166,7 @@ class SpareShells:
                     env={"PATH": "/usr/bin:/bin"},
                     start_new_session=True,
                     pass_fds=(procs,),
-                    **as_user,
+                    **kind.popen_user(),
                 )
             finally:
                 os.close(procs)
@@ -182,12 +185,7 @@ class SpareShells:
         # its transport, which kills it and leaves the reaping to asyncio (a kill of
         # our own would let the transport reap it under asyncio's feet).
         spare.transport.close()
-        self._remove(spare.cgroup)
-
-    @staticmethod
-    def _remove(cgroup: Path) -> None:
-        _cgroup.kill(cgroup, "spare")
-        _cgroup.remove(cgroup)
+        self._containments.remove_spare_cgroup(spare.cgroup)
 
     async def close(self) -> None:
         """Kill every spare (on the agent's stop)."""
@@ -199,5 +197,5 @@ class SpareShells:
             self.discard(spare)
         for cgroup in list(self._cgroups):  # spawns that failed
             with contextlib.suppress(OSError):
-                self._remove(cgroup)
+                self._containments.remove_spare_cgroup(cgroup)
         self._cgroups.clear()

@@ -38,13 +38,25 @@ from caroni.agent.containment import _cgroup, _session
 from caroni.agent.containment._proc import become_subreaper, boot_id, read_proc
 from caroni.errors import ConfigError
 
-__all__ = ["MARK_VARIABLE", "RECORD_DIR", "Containments", "JobContainment", "Mechanism"]
+__all__ = [
+    "MARK_VARIABLE",
+    "RECORD_DIR",
+    "Containments",
+    "JobContainment",
+    "Mechanism",
+    "mark_env",
+]
 
 logger = logging.getLogger("caroni.agent.containment")
 
 MARK_VARIABLE = "CARONI_JOB_ID"  # in every body's environment: the job it belongs to
 RECORD_DIR = ".caroni-containment"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def mark_env(job_id: str) -> dict[str, str]:
+    """What a job's body has in its environment to say which job it belongs to."""
+    return {MARK_VARIABLE: job_id}
 
 
 class Mechanism(StrEnum):
@@ -129,9 +141,14 @@ class Containments:
             return 0
         stale = list(self.cgroup_parent.glob(f"{self._spare_prefix}*"))
         for path in stale:
-            _cgroup.kill(path, "spare")
-            _cgroup.remove(path)
+            self.remove_spare_cgroup(path)
         return len(stale)
+
+    @staticmethod
+    def remove_spare_cgroup(path: Path) -> None:
+        """Kill what is in a spare shell's cgroup and remove it."""
+        _cgroup.kill(path, "spare")
+        _cgroup.remove(path)
 
     def kill_leftovers(self, job_id: str) -> tuple[set[int], str]:
         """Kill what a previous agent process left running for ``job_id`` and remove its
@@ -205,7 +222,7 @@ class JobContainment:
 
     @property
     def env(self) -> dict[str, str]:
-        return {MARK_VARIABLE: self._record.job_id}
+        return mark_env(self._record.job_id)
 
     def command(self, argv: list[str]) -> list[str]:
         """The command that runs ``argv`` in this containment: with a cgroup, a shell
