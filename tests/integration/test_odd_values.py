@@ -51,6 +51,16 @@ FRESH = "fresh"
 _ids = st.just(FRESH)
 uuids = st.binary(min_size=16, max_size=16)
 parameters = st.lists(st.builds(pb.JobParameter, key=text, value=text), max_size=3)
+links = st.lists(
+    st.builds(
+        pb.InputLink,
+        job_uuid=st.one_of(st.just(b""), uuids),
+        parameter=text,
+        source_job_uuid=st.one_of(st.just(b""), uuids),
+        source_output=text,
+    ),
+    max_size=2,
+)
 signature = st.builds(pb.Signature, signator_certificate=text, payload_signature=text)
 site = st.builds(pb.Site, site_identifier=text, site_uuid=uuids, site_contact=text)
 
@@ -84,6 +94,8 @@ to_manager = st.one_of(
         status_info=text,
         parameters=parameters,
         claim=claims,
+        filled=links,
+        filled_from=links,
     ),
     st.builds(pb.JobAssignmentRefusal, job_uuid=uuids, refusal_message=text, claim_uuid=uuids),
     st.builds(
@@ -133,6 +145,7 @@ to_agent = st.one_of(
         job_type_name=st.one_of(st.just("foojob0"), text),
         parameters=parameters,
         awaited_parameters=st.lists(text, max_size=2),
+        input_links=links,
     ),
 )
 _odd_delivery = st.fixed_dictionaries(

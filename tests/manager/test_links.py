@@ -89,3 +89,20 @@ def test_a_result_from_inputs_of_a_job_not_taken_is_refused_and_tried_again() ->
     assert step.attempts[0].state == AttemptState.FAILED
     assert "whose result the manager did not take" in step.attempts[0].reason
     assert len(step.attempts) == 2 and of_type(out, pb.JobFulfillmentRequest)
+
+
+def test_links_with_empty_job_uuids_fill_nothing_and_take_no_result() -> None:
+    # The wire allows an empty uuid; such a link names no job.
+    workflow, (first, second, _) = assigned(AGENT)
+    empty = pb.InputLink()
+    empty.CopyFrom(second.input_links[0])
+    empty.job_uuid = b""
+    out = on_finished(workflow, finished(first, "jobout", "X", filled=[empty]), AGENT, NOW + 1)
+    assert len(of_type(out, pb.JobDataAvailable)) == 1, "the value is sent after all"
+    no_source = pb.InputLink()
+    no_source.CopyFrom(second.input_links[0])
+    no_source.source_job_uuid = b""
+    on_finished(workflow, finished(second, "outSB", "p", filled_from=[no_source]), AGENT, NOW + 2)
+    step = workflow.steps["step2"]
+    assert step.attempts[0].state == AttemptState.FAILED
+    assert "came from job (none)" in step.attempts[0].reason

@@ -15,6 +15,11 @@ from caroni.manager.model import Attempt, AttemptState, Step, Workflow
 from caroni.protocol import pb
 
 
+def _job_of(raw: bytes) -> str:
+    """The job a link names (hex), or "" for none: the wire allows an empty uuid."""
+    return hex_of(raw) if len(raw) == 16 else ""
+
+
 def links_for(
     workflow: Workflow, step: Step, attempt: Attempt, awaited: list[str]
 ) -> list[pb.InputLink]:
@@ -49,7 +54,9 @@ def note_filled(workflow: Workflow, step: Step, filled: list[pb.InputLink], agen
     """The agent filled these inputs from ``step``'s outputs: do not send them again
     to the jobs that have them (jobs of that agent only)."""
     for link in filled:
-        consumer_job = hex_of(link.job_uuid)
+        consumer_job = _job_of(link.job_uuid)
+        if not consumer_job:
+            continue
         for flow in workflow.dataflows:
             if flow.source != f"{step.name}/{link.source_output}" or flow.target_step is None:
                 continue
@@ -67,18 +74,19 @@ def foreign_input(workflow: Workflow, step: Step, filled_from: list[pb.InputLink
     """Why a result of ``step`` cannot be taken: an input the agent filled came from a
     job that is not the one whose result the manager took for that value; or ""."""
     for link in filled_from:
-        source_job = hex_of(link.source_job_uuid)
+        source_job = _job_of(link.source_job_uuid)
         source = step.inputs.get(link.parameter, "")
         producer, _, output = source.partition("/")
         taken = workflow.steps[producer].current if producer in workflow.steps else None
         if (
             output != link.source_output
             or taken is None
+            or not source_job
             or taken.job_uuid != source_job
             or taken.state != AttemptState.COMPLETED
         ):
             return (
-                f"its input {link.parameter!r} came from job {source_job}, whose result "
-                "the manager did not take"
+                f"its input {link.parameter!r} came from job {source_job or '(none)'}, "
+                "whose result the manager did not take"
             )
     return ""
