@@ -11,98 +11,18 @@ import base64
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 
 import pytest
 from sqlalchemy import Engine, func, insert, select
 
-from caroni.core import Incoming
-from caroni.errors import SetAside
 from caroni.node import outbox as outbox_module
-from caroni.node.runtime import Node, Tx
+from caroni.node.runtime import Node
 from caroni.protocol import new_message_id, open_envelope, pb, seal
 from caroni.store.tables import dead_letters, message_log, outbox
 from caroni.transport.base import Delivery
 from caroni.transport.memory import MemoryTransport
+from tests.node.echo import BAD, KEY, PEER, QUEUE, UNWRITABLE, Echo, count_rows, request
 from tests.waiting import eventually
-
-KEY = "wf.manager.BATCHBATCHBATCHBATCHBA"
-QUEUE = "caroni.manager.batch-test"
-PEER = "wf.client.batch-peer"
-BAD = uuid.UUID(int=0).bytes  # the job uuid the role refuses
-UNWRITABLE = uuid.UUID(int=1).bytes  # the job uuid whose write-back fails
-
-
-@dataclass
-class Tally:
-    """Echo's unit of work: messages counted in one transaction, written once."""
-
-    role: Echo
-    count: int = 0
-    unwritable: bool = False  # a message whose write-back fails is in it
-
-    def prefetch(self, incoming: Sequence[Incoming]) -> None:
-        pass
-
-    def write(self) -> None:
-        if self.unwritable:
-            raise RuntimeError("the aggregate changed under us")
-        self.role.tallies.append(self.count)
-
-    def after_commit(self) -> None:
-        pass
-
-
-class Echo:
-    """Answers each JobStatusRequest with a JobStatusUpdate for the same job; keeps a
-    per-transaction tally in its unit of work, written once before the rows are."""
-
-    name = "manager"
-    max_tick_interval = 1.0
-
-    def __init__(self) -> None:
-        self.tallies: list[int] = []  # one entry per transaction written
-
-    def bindings(self, own_key: str) -> list[str]:
-        return [own_key]
-
-    def open(self, tx: Tx) -> Tally:
-        return Tally(self)
-
-    def handle(self, tx: Tx, incoming: Incoming) -> None:
-        job_uuid = incoming.message.job_uuid
-        if job_uuid == BAD:
-            raise SetAside("this job is refused")
-        tally = tx.work
-        assert isinstance(tally, Tally)
-        if job_uuid == UNWRITABLE:
-            tally.unwritable = True
-        tx.subject = uuid.UUID(bytes=job_uuid).hex
-        tally.count += 1
-        update = pb.JobStatusUpdate(job_uuid=job_uuid, job_status=pb.JOB_STATUS_RUNNING)
-        tx.send(incoming.reply_to, update)
-
-    def tick(self, tx: Tx) -> float | None:
-        return None
-
-
-@pytest.fixture
-async def node(engine: Engine, transport: MemoryTransport) -> AsyncIterator[Node]:
-    node = Node(Echo(), engine, transport, node_uuid=uuid.uuid4(), own_key=KEY, queue_name=QUEUE)
-    yield node
-    await node.stop()
-    engine.dispose()
-
-
-async def _request(transport: MemoryTransport, job_uuid: bytes, message_id: str) -> None:
-    body = seal(pb.JobStatusRequest(job_uuid=job_uuid), message_id=message_id)
-    await transport.publish(KEY, body, reply_to=PEER, message_id=message_id)
-
-
-def _count(engine: Engine, query: object) -> int:
-    with engine.connect() as conn:
-        return int(conn.execute(query).scalar_one())  # type: ignore[call-overload]
 
 
 async def test_a_batch_applies_each_message_once_and_sets_aside_only_the_bad_one(
@@ -114,10 +34,10 @@ async def test_a_batch_applies_each_message_once_and_sets_aside_only_the_bad_one
     jobs = [uuid.uuid4().bytes for _ in range(150)]
     repeated = new_message_id()
     for number, job in enumerate(jobs):
-        await _request(transport, job, repeated if number == 0 else new_message_id())
+        await request(transport, job, repeated if number == 0 else new_message_id())
         if number == 70:
-            await _request(transport, BAD, new_message_id())
-    await _request(transport, jobs[0], repeated)  # a redelivery of the first
+            await request(transport, BAD, new_message_id())
+    await request(transport, jobs[0], repeated)  # a redelivery of the first
     await node.start()  # the whole backlog waits: full batches from the start
 
     async def collect() -> None:
@@ -150,7 +70,7 @@ async def test_a_batch_applies_each_message_once_and_sets_aside_only_the_bad_one
     assert max(role.tallies) > 1
     assert sum(role.tallies) == len(jobs)
     await eventually(
-        lambda: _count(engine, select(func.count()).select_from(outbox)) == 0,
+        lambda: count_rows(engine, select(func.count()).select_from(outbox)) == 0,
         "published rows deleted",
     )
     await peer.close()
@@ -178,7 +98,7 @@ async def test_rows_a_previous_run_left_in_the_outbox_are_published_at_start(
             break
     assert seen == left, "published once each, oldest first"
     await eventually(
-        lambda: _count(engine, select(func.count()).select_from(outbox)) == 0,
+        lambda: count_rows(engine, select(func.count()).select_from(outbox)) == 0,
         "published rows deleted",
     )
     await peer.close()
@@ -228,9 +148,9 @@ async def test_a_write_back_that_fails_costs_only_its_own_message(
     await (await transport.consume(QUEUE, [KEY])).close()
     jobs = [uuid.uuid4().bytes for _ in range(20)]
     for number, job in enumerate(jobs):
-        await _request(transport, job, new_message_id())
+        await request(transport, job, new_message_id())
         if number == 10:
-            await _request(transport, UNWRITABLE, new_message_id())
+            await request(transport, UNWRITABLE, new_message_id())
     await node.start()
     answered = []
     async for delivery in peer:
