@@ -19,6 +19,7 @@ from caroni.manager.handlers import Timings
 from caroni.store.tables import message_log, waiting_steps
 from tests.demo_runs import expected
 from tests.embedded import federation
+from tests.waiting import eventually
 
 STEPS = 3  # test_simple: foojob0, foojob1, foojob2
 # The messages of the conversation about jobs (a client's are left out).
@@ -90,6 +91,17 @@ async def test_steps_under_a_claim_are_assigned_in_a_message_or_two(tmp_path: Pa
         print(f"messages per step under claims: {per_step:.2f}")
         assert per_step <= 3.0, f"{messages} messages for {steps} steps"
         assert sum(_count(agent, "out", "JobAssignmentRefusal") for agent in agents) == 0
+        # What goes to one peer at once travels as a bundle, and every bundle arrives.
+        nodes = [manager.node, *(agent.node for agent in agents)]
+
+        def bundles(name: str) -> int:
+            return sum(node.counters[name] for node in nodes)
+
+        await eventually(
+            lambda: bundles("bundles_received") == bundles("bundles_published"), "bundles in"
+        )
+        print(f"bundles between the manager and agents: {bundles('bundles_published')}")
+        assert bundles("bundles_published") > 0, "ten workflows at once: some go together"
 
 
 async def test_a_chain_on_one_agent_passes_its_data_without_the_manager(tmp_path: Path) -> None:

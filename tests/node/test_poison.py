@@ -22,6 +22,7 @@ from caroni.node.apply import MAX_DEAD_LETTER_BODY, Applier
 from caroni.node.failures import MAX_GIVE_BACKS
 from caroni.node.runtime import Node, Tx
 from caroni.protocol import new_message_id, pb, seal
+from caroni.protocol.bundles import seal_bundle
 from caroni.store import create_db_engine, migrate
 from caroni.store.tables import dead_letters
 from caroni.transport.base import Delivery
@@ -108,6 +109,24 @@ async def test_a_field_that_cannot_be_stored_is_set_aside_and_the_rest_is_handle
     [reason] = _reasons(engine)
     assert reason.startswith("cannot open envelope: "), reason
     assert node.counters["handled"] == len(good)
+
+
+@pytest.mark.parametrize(
+    "poison", sorted(name for name, make in POISONS.items() if not make().properties)
+)
+async def test_a_poison_in_a_bundle_costs_only_itself(
+    node: Node, transport: MemoryTransport, engine: Engine, poison: str
+) -> None:
+    good = [uuid.uuid4().bytes for _ in range(4)]
+    parts = [_update(job) for job in good]
+    parts.insert(2, POISONS[poison]().body)
+    await transport.publish(KEY, seal_bundle(parts), reply_to=PEER)
+
+    await eventually(lambda: _count(engine, notes) == len(good), "every good part handled")
+    await eventually(lambda: _count(engine, dead_letters) == 1, "the poison set aside")
+    [reason] = _reasons(engine)
+    assert reason.startswith("cannot open envelope: "), reason
+    assert node.counters["bundles_received"] == 1
 
 
 async def test_a_value_the_database_refuses_costs_only_its_own_message(

@@ -268,6 +268,7 @@ def test_message_types_are_exactly_the_top_level_messages() -> None:
         "JobAssignment",
         "JobAssignmentRefusal",
         "JobFinished",
+        "MessageBundle",
     }
     for name, cls in MESSAGE_TYPES.items():
         assert cls.DESCRIPTOR.full_name == f"caroni.{name}"
@@ -387,6 +388,7 @@ WIRE_FIELDS: dict[str, dict[str, int]] = {
         "filled": 7,
         "filled_from": 8,
     },
+    "MessageBundle": {"envelopes": 1},
 }
 
 

@@ -28,6 +28,7 @@ from caroni.node.shell_sql import ShellStatements
 from caroni.node.tx import Batch, Tx, outbox_rows
 from caroni.protocol import Opened, open_envelope
 from caroni.protocol.bounds import check_delivery_fields
+from caroni.protocol.bundles import BUNDLE, parts_of
 from caroni.store.tables import dead_letters, inbox
 from caroni.transport.base import Delivery, OutgoingMessage
 from caroni.trust import TrustPolicy
@@ -64,7 +65,7 @@ class Applier:
         meanwhile, that transaction is rolled back and the batch applied again one
         savepoint per message, so that one bad message costs only itself.
         """
-        opened = [self.open(delivery) for delivery in deliveries]
+        deliveries, opened = self.open_all(deliveries)
         # A rolled-back attempt must not count. Only what applying counts is restored:
         # "published" moves on the event loop meanwhile.
         counters = {key: self.counters[key] for key in ("handled", "duplicates", "dead_lettered")}
@@ -95,12 +96,40 @@ class Applier:
             published = self.write(conn, batch)
         return batch, written + published
 
-    def open(self, delivery: Delivery) -> Opened | EnvelopeError:
+    def open_all(
+        self, deliveries: list[Delivery]
+    ) -> tuple[list[Delivery], list[Opened | EnvelopeError]]:
+        """Open every delivery, a bundle into its parts: each part is then applied,
+        refused or set aside as if it had come alone."""
+        received: list[Delivery] = []
+        opened: list[Opened | EnvelopeError] = []
+        for delivery in deliveries:
+            item = self.open(delivery)
+            if isinstance(item, Opened) and item.type_name == BUNDLE:
+                self.counters["bundles_received"] += 1
+                try:
+                    bodies = parts_of(item)
+                except EnvelopeError as exc:
+                    received.append(delivery)
+                    opened.append(exc)
+                    continue
+                for body in bodies:
+                    part = BundlePart(body, delivery.routing_key, delivery.reply_to)
+                    received.append(part)
+                    opened.append(self.open(part, in_bundle=True))
+            else:
+                received.append(delivery)
+                opened.append(item)
+        return received, opened
+
+    def open(self, delivery: Delivery, *, in_bundle: bool = False) -> Opened | EnvelopeError:
         try:
             opened = open_envelope(delivery.body)
             check_delivery_fields(delivery.message_id or "", delivery.reply_to or "")
         except EnvelopeError as exc:
             return exc
+        if in_bundle and opened.type_name == BUNDLE:
+            return EnvelopeError("a bundle inside a bundle")
         return opened
 
     def _apply_together(
@@ -159,6 +188,8 @@ class Applier:
     def _apply(self, tx: Tx, delivery: Delivery, opened: Opened, message_id: str) -> None:
         """Apply one message (traffic, the role's handler); raises what the handler raises."""
         tx.record("in", opened.type_name, delivery.reply_to, message_id, opened.message)
+        if delivery.reply_to:
+            tx.batch.heard[delivery.reply_to] = opened.extensions
         self.role.handle(tx, Incoming(opened, delivery.reply_to, delivery.routing_key))
         tx.tag_traffic()
 
@@ -235,6 +266,7 @@ class Applier:
         if alone.work is not None:
             batch.after_commit.append(alone.work.after_commit)
         batch.after_commit += alone.after_commit
+        batch.heard.update(alone.heard)
         return outbox_rows(ids, alone.outgoing)
 
     def _seen(self, conn: Connection, message_id: str) -> bool:
@@ -273,6 +305,24 @@ class Applier:
         if message_id:
             # Remember it, so a redelivery is a duplicate rather than a second dead letter.
             conn.execute(inbox.insert().values(message_id=message_id, received_at=now))
+
+
+class BundlePart(Delivery):
+    """One envelope of a bundle, handled like a delivery of its own; only the bundle,
+    the broker's delivery, is acked or given back, once all its parts are handled."""
+
+    def __init__(self, body: bytes, routing_key: str, reply_to: str) -> None:
+        self.body = body
+        self.routing_key = routing_key
+        self.reply_to = reply_to
+        self.message_id = ""  # each part's own is in its envelope
+        self.redelivered = False
+
+    async def ack(self) -> None:
+        raise RuntimeError("a part of a bundle is settled with its bundle")
+
+    async def reject(self, requeue: bool = True) -> None:
+        raise RuntimeError("a part of a bundle is settled with its bundle")
 
 
 def _storable(text: str | None, column: str) -> str:

@@ -13,12 +13,15 @@ import contextlib
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy import Engine, select
 
 from caroni.backoff import Backoff
+from caroni.protocol.bundles import group_for_bundles, seal_bundle
+from caroni.protocol.extensions import BUNDLES
 from caroni.store.tables import outbox
 from caroni.transport.base import OutgoingMessage, Transport
 
@@ -43,11 +46,14 @@ class Publisher:
         transport: Transport,
         db: Callable[..., Awaitable[Any]],
         counters: dict[str, int],
+        *,
+        bundles: bool = True,
     ) -> None:
         self.engine = engine
         self.transport = transport
         self.db = db  # runs a function on the node's database thread
         self.counters = counters
+        self.bundling = Bundling() if bundles else None
         self._wakeup = asyncio.Event()
         # Committed messages waiting to be published, with their outbox row ids; and
         # ids of rows published since, which the next transaction deletes.
@@ -103,7 +109,10 @@ class Publisher:
                     swept_stale_at = time.monotonic()
                 while self._unpublished:
                     rows, self._unpublished = self._unpublished, []
-                    await self.transport.publish_many([message for _, message in rows])
+                    messages = [message for _, message in rows]
+                    if self.bundling is not None:
+                        messages = self.bundling.bundle(messages, self.counters)
+                    await self.transport.publish_many(messages)
                     self._confirmed([row_id for row_id, _ in rows])
                 backoff.reset()
             except asyncio.CancelledError:
@@ -150,3 +159,57 @@ class Publisher:
         )
         with self.engine.connect() as conn:
             return list(conn.execute(query).all())
+
+
+class Bundling:
+    """Which peers read bundles, and putting what goes to each of them at once into
+    bundles.
+
+    Learnt from what peers send (the extensions announced in every envelope), kept
+    for the most recent ``MAX_PEERS`` peers in memory only: after a restart the node
+    publishes one message at a time to a peer until it hears from that peer again.
+    A peer that stops announcing bundles (an older version started in its place) is
+    forgotten with its first message. Only the live path bundles; the outbox sweep
+    after a failure publishes message by message, which every peer reads.
+    """
+
+    MAX_PEERS = 10_000
+
+    def __init__(self) -> None:
+        self._peers: OrderedDict[str, None] = OrderedDict()
+
+    def heard(self, announced: dict[str, frozenset[str]]) -> None:
+        """Note the extensions peers announced, by their own (reply-to) keys."""
+        for key, extensions in announced.items():
+            if BUNDLES in extensions:
+                self._peers[key] = None
+                self._peers.move_to_end(key)
+                if len(self._peers) > self.MAX_PEERS:
+                    self._peers.popitem(last=False)
+            else:
+                self._peers.pop(key, None)
+
+    def reads_bundles(self, key: str) -> bool:
+        return key in self._peers
+
+    def bundle(
+        self, messages: list[OutgoingMessage], counters: dict[str, int]
+    ) -> list[OutgoingMessage]:
+        """``messages`` with those for each peer that reads bundles put into bundles;
+        the order of the messages for one peer is kept."""
+        for_peer: dict[tuple[str, str], list[OutgoingMessage]] = {}
+        out: list[OutgoingMessage] = []
+        for message in messages:
+            if message.routing_key in self._peers:
+                for_peer.setdefault((message.routing_key, message.reply_to), []).append(message)
+            else:
+                out.append(message)
+        for (key, reply_to), several in for_peer.items():
+            for run in group_for_bundles([len(m.body) for m in several]):
+                if len(run) == 1:
+                    out.append(several[run[0]])
+                    continue
+                body = seal_bundle([several[i].body for i in run])
+                out.append(OutgoingMessage(key, body, reply_to))
+                counters["bundles_published"] += 1
+        return out

@@ -46,7 +46,7 @@ from caroni.node.role import Role
 from caroni.node.shell_sql import ShellStatements
 from caroni.node.tx import Batch, Tx
 from caroni.protocol import Signer
-from caroni.protocol.extensions import SPOKEN
+from caroni.protocol.extensions import BUNDLES, SPOKEN
 from caroni.store.retention import Retention, prune
 from caroni.store.vacuum import vacuum_loop
 from caroni.transport.base import Consumer, Delivery, OutgoingMessage, Transport
@@ -105,6 +105,8 @@ class Node:
             "duplicates": 0,
             "dead_lettered": 0,
             "published": 0,
+            "bundles_published": 0,
+            "bundles_received": 0,
         }
         self._applier = Applier(
             engine,
@@ -123,7 +125,9 @@ class Node:
         self._idle.set()
         self._tick_now = asyncio.Event()  # a new deadline: run the timers again
         self.max_timer_deferral = MAX_TIMER_DEFERRAL
-        self.publisher = Publisher(engine, transport, self.db, self.counters)
+        self.publisher = Publisher(
+            engine, transport, self.db, self.counters, bundles=BUNDLES in speaks
+        )
         self._backoff = Backoff()  # between tries of deliveries given back
         self._give_backs = GiveBacks()
         self._consumer: Consumer | None = None
@@ -227,6 +231,8 @@ class Node:
 
     def _committed(self, batch: Batch, published: list[tuple[int, OutgoingMessage]]) -> None:
         """After a commit: hand its messages to the publisher, run its callbacks."""
+        if self.publisher.bundling is not None and batch.heard:
+            self.publisher.bundling.heard(batch.heard)
         self.publisher.hand_over(published)
         callbacks = list(batch.after_commit)
         if batch.work is not None:

@@ -64,6 +64,8 @@ class Batch:
     outgoing: list[dict[str, Any]] = field(default_factory=list)
     traffic: list[dict[str, Any]] = field(default_factory=list)
     after_commit: list[Callable[[], None]] = field(default_factory=list)
+    # The extensions each peer (by its reply-to key) announced in what was applied.
+    heard: dict[str, frozenset[str]] = field(default_factory=dict)
     # The role's unit of work for this transaction, once a handler has asked for it.
     work: UnitOfWork | None = None
 

@@ -57,6 +57,7 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
         pb.JobAssignment,
         pb.JobAssignmentRefusal,
         pb.JobFinished,
+        pb.MessageBundle,
     )
 }
 """Canonical name -> class of every message that may travel inside an envelope."""

@@ -29,7 +29,14 @@ known so far), and the agent answers with the outcome in one message
 whereupon the manager requests the step by broadcast. The agent reports no progress
 of such a job unless asked (``JobStatusRequest``)."""
 
-SPOKEN: frozenset[str] = frozenset({SILENT_DECLINES, TYPED_REQUESTS, CLAIMS})
+BUNDLES = "caroni.bundles/1"
+"""A node that announces it reads a ``MessageBundle``: several envelopes for it in one
+broker message, which it applies in one transaction. A node bundles what it
+publishes at once to one peer's own key, once that peer has announced it
+(``protocol.bundles``). Under load this divides the broker's and the AMQP client's
+cost per message by the bundle's size."""
+
+SPOKEN: frozenset[str] = frozenset({SILENT_DECLINES, TYPED_REQUESTS, CLAIMS, BUNDLES})
 """What our nodes speak unless told to speak only the shared protocol."""
 
 MAX_EXTENSIONS = 16  # announced per envelope; more is refused as bad input

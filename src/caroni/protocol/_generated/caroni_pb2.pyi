@@ -328,6 +328,12 @@ class JobFinished(_message.Message):
     filled_from: _containers.RepeatedCompositeFieldContainer[InputLink]
     def __init__(self, signature: _Optional[_Union[Signature, _Mapping]] = ..., job_uuid: _Optional[bytes] = ..., job_status: _Optional[_Union[JobStatus, str]] = ..., status_info: _Optional[str] = ..., parameters: _Optional[_Iterable[_Union[JobParameter, _Mapping]]] = ..., claim: _Optional[_Union[Claim, _Mapping]] = ..., filled: _Optional[_Iterable[_Union[InputLink, _Mapping]]] = ..., filled_from: _Optional[_Iterable[_Union[InputLink, _Mapping]]] = ...) -> None: ...
 
+class MessageBundle(_message.Message):
+    __slots__ = ("envelopes",)
+    ENVELOPES_FIELD_NUMBER: _ClassVar[int]
+    envelopes: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, envelopes: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
 class WorkFlowStatusRequest(_message.Message):
     __slots__ = ("signature", "workflow_uuid")
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
