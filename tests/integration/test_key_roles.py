@@ -20,13 +20,14 @@ from caroni.client import Client
 from caroni.demo import demo_template_paths
 from caroni.demo.main import DEMO_JOB_TYPES
 from caroni.manager.templates import load_template_file
-from caroni.protocol import agent_key, new_message_id, open_envelope, pb, seal
+from caroni.protocol import Opened, agent_key, new_message_id, pb, seal
 from caroni.transport.amqp import AmqpSettings, AmqpTransport
 from caroni.trust import NodeKey, TrustSettings
 from tests.integration.test_trusted_nodes import (
     WAIT,
     at_least,
     identity,
+    opened_parts,
     reasons,
     refused_types,
     trust_all,
@@ -141,24 +142,25 @@ async def test_a_submitters_key_cannot_act_as_an_agent(roles_site: RolesSite) ->
     async def act_as_agent() -> None:
         async for delivery in watch:
             await delivery.ack()
-            opened = open_envelope(delivery.body)
-            message = opened.message
-            if opened.type_name == "JobFulfillmentRequest":
-                offer = pb.JobFulfillmentOffer(
-                    request_uuid=message.request_uuid,  # type: ignore[attr-defined]
-                    offer_uuid=uuid.uuid4().bytes,
-                    site=pb.Site(site_identifier="forged-agent", site_uuid=fake_agent.bytes),
-                )
-                await forge(delivery.reply_to, offer, agent_key(fake_agent))
-            elif opened.type_name in ("JobAccepted", "JobAssignment"):
-                job = message.job_uuid  # type: ignore[attr-defined]
-                outputs = [
-                    pb.JobParameter(key=k, value="FORGED") for k in ("jobout", "outSB", "out")
-                ]
-                data = pb.JobDataAvailable(job_uuid=job, parameters=outputs)
-                await forge(site.manager.key, data, site.agent.key)
-                done = pb.JobStatusUpdate(job_uuid=job, job_status=pb.JOB_STATUS_COMPLETED)
-                await forge(site.manager.key, done, site.agent.key)
+            for opened in opened_parts(delivery.body):
+                await answer_as_agent(opened, delivery.reply_to)
+
+    async def answer_as_agent(opened: Opened, reply_to: str) -> None:
+        message = opened.message
+        if opened.type_name == "JobFulfillmentRequest":
+            offer = pb.JobFulfillmentOffer(
+                request_uuid=message.request_uuid,  # type: ignore[attr-defined]
+                offer_uuid=uuid.uuid4().bytes,
+                site=pb.Site(site_identifier="forged-agent", site_uuid=fake_agent.bytes),
+            )
+            await forge(reply_to, offer, agent_key(fake_agent))
+        elif opened.type_name in ("JobAccepted", "JobAssignment"):
+            job = message.job_uuid  # type: ignore[attr-defined]
+            outputs = [pb.JobParameter(key=k, value="FORGED") for k in ("jobout", "outSB", "out")]
+            data = pb.JobDataAvailable(job_uuid=job, parameters=outputs)
+            await forge(site.manager.key, data, site.agent.key)
+            done = pb.JobStatusUpdate(job_uuid=job, job_status=pb.JOB_STATUS_COMPLETED)
+            await forge(site.manager.key, done, site.agent.key)
 
     forging = asyncio.create_task(act_as_agent())
     try:

@@ -23,7 +23,8 @@ from caroni.demo import demo_template_paths
 from caroni.demo.main import DEMO_JOB_TYPES
 from caroni.key_roles import KeyRole
 from caroni.manager.templates import load_template_file
-from caroni.protocol import new_message_id, open_envelope, pb, seal
+from caroni.protocol import Opened, new_message_id, open_envelope, pb, seal
+from caroni.protocol.bundles import BUNDLE, parts_of
 from caroni.store import create_db_engine, migrate, node_uuid
 from caroni.store.tables import dead_letters, jobs
 from caroni.transport.memory import MemoryBroker, MemoryTransport
@@ -194,6 +195,14 @@ async def test_forged_tampered_replayed_and_unsigned_messages_are_set_aside(
     assert [o.value for o in status.outputs] == ["prependTARGET append"]
 
 
+def opened_parts(body: bytes) -> list[Opened]:
+    """What a watcher of the broker reads in a body: a bundle's parts, or the one message."""
+    opened = open_envelope(body)
+    if opened.type_name != BUNDLE:
+        return [opened]
+    return [open_envelope(part) for part in parts_of(opened)]
+
+
 async def test_a_trusted_agent_cannot_speak_for_another(site: TrustedSite) -> None:
     """agent-b, trusted but bound to its own node, watches the broker and answers in
     the name of the real agent (its reply_to, even its sender id): offers for every
@@ -215,26 +224,27 @@ async def test_a_trusted_agent_cannot_speak_for_another(site: TrustedSite) -> No
     async def impersonate() -> None:
         async for delivery in watch:
             await delivery.ack()
-            opened = open_envelope(delivery.body)
-            message = opened.message
-            if opened.type_name == "JobFulfillmentRequest":
-                offer = pb.JobFulfillmentOffer(
-                    request_uuid=message.request_uuid,  # type: ignore[attr-defined]
-                    offer_uuid=uuid.uuid4().bytes,
-                    site=pb.Site(site_identifier="trusted-agent", site_uuid=victim_node.bytes),
-                )
-                await forge(delivery.reply_to, offer, victim, forger_node)
-            elif opened.type_name in ("JobAccepted", "JobAssignment"):
-                job = message.job_uuid  # type: ignore[attr-defined]
-                failed = pb.JobStatusUpdate(job_uuid=job, job_status=pb.JOB_STATUS_FAILED)
-                await forge(site.manager.key, failed, victim, victim_node)
-                outputs = [
-                    pb.JobParameter(key=k, value="FORGED") for k in ("jobout", "outSB", "out")
-                ]
-                data = pb.JobDataAvailable(job_uuid=job, parameters=outputs)
-                await forge(site.manager.key, data, victim, forger_node)
-                kill = pb.JobKill(job_uuid=job, kill_info="forged")
-                await forge(victim, kill, site.manager.key, site.manager.node_uuid)
+            for opened in opened_parts(delivery.body):
+                await answer_as_victim(opened, delivery.reply_to)
+
+    async def answer_as_victim(opened: Opened, reply_to: str) -> None:
+        message = opened.message
+        if opened.type_name == "JobFulfillmentRequest":
+            offer = pb.JobFulfillmentOffer(
+                request_uuid=message.request_uuid,  # type: ignore[attr-defined]
+                offer_uuid=uuid.uuid4().bytes,
+                site=pb.Site(site_identifier="trusted-agent", site_uuid=victim_node.bytes),
+            )
+            await forge(reply_to, offer, victim, forger_node)
+        elif opened.type_name in ("JobAccepted", "JobAssignment"):
+            job = message.job_uuid  # type: ignore[attr-defined]
+            failed = pb.JobStatusUpdate(job_uuid=job, job_status=pb.JOB_STATUS_FAILED)
+            await forge(site.manager.key, failed, victim, victim_node)
+            outputs = [pb.JobParameter(key=k, value="FORGED") for k in ("jobout", "outSB", "out")]
+            data = pb.JobDataAvailable(job_uuid=job, parameters=outputs)
+            await forge(site.manager.key, data, victim, forger_node)
+            kill = pb.JobKill(job_uuid=job, kill_info="forged")
+            await forge(victim, kill, site.manager.key, site.manager.node_uuid)
 
     impersonator = asyncio.create_task(impersonate())
     try:
