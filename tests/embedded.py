@@ -4,7 +4,8 @@ conversation between our own nodes run on."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import dataclasses
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -29,9 +30,11 @@ async def federation(
     timings: Timings = DEFAULT_TIMINGS,
     manager_speaks: frozenset[str] = SPOKEN,
     agents_speak: frozenset[str] = SPOKEN,
+    slow: Mapping[str, float] | None = None,
 ) -> AsyncIterator[tuple[ManagerNode, list[AgentNode], Client]]:
     """Started nodes: a manager with test_simple, an agent per policy serving the
-    demo job types named beside it, and a client of the manager."""
+    demo job types named beside it, and a client of the manager. ``slow``: job
+    types whose body first sleeps this many seconds."""
     broker = MemoryBroker()
     manager = ManagerNode(
         MemoryTransport(broker),
@@ -58,6 +61,10 @@ async def federation(
     try:
         await manager.add_template(load_template_file(demo_template_paths()["test_simple"]))
         specs = {spec.name: spec for spec in load_job_types(DEMO_JOB_TYPES)}
+        for name, seconds in (slow or {}).items():
+            specs[name] = dataclasses.replace(
+                specs[name], body=f"sleep {seconds}\n{specs[name].body}"
+            )
         for agent, names in zip(agents, serves, strict=True):
             for name in names:
                 await agent.add_job_type(specs[name])

@@ -184,3 +184,22 @@ def test_a_job_placed_by_offer_still_reports_as_the_shared_protocol_says() -> No
     handlers.take_slot(job, CATALOGUE["pair"], 200.0)
     sends = handlers.job_finished(job, _finished(True), 201.0)
     assert [type(s.message) for s in sends] == [pb.JobDataAvailable, pb.JobStatusUpdate]
+
+
+@pytest.mark.parametrize(
+    ("marked", "job_type", "under", "now", "silent"),
+    [
+        (True, "pair", 2, 110.0, True),  # the claim is full: the manager knows
+        (True, "pair", 1, 110.0, False),  # room left: offer (the claim comes again)
+        (False, "pair", 2, 110.0, False),  # not marked: the shared protocol's answer
+        (True, "other", 2, 110.0, False),  # a type the claim does not cover
+        (True, "pair", 2, 161.0, False),  # the claim expired
+    ],
+)
+def test_a_request_marked_claims_full_is_left_unanswered_only_by_a_full_claim(
+    marked: bool, job_type: str, under: int, now: float, silent: bool
+) -> None:
+    claim = granted()
+    request = pb.JobFulfillmentRequest(job_type_name=job_type, claims_full=marked)
+    assert claims.full_for(request, claim, under, now) is silent
+    assert not claims.full_for(request, None, under, now), "no claim for this manager"

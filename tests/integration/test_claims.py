@@ -8,6 +8,7 @@ right."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -162,3 +163,48 @@ async def test_steps_wait_for_room_in_a_full_claim_and_are_assigned_as_jobs_end(
         assert _count(agents[0], "out", "JobAssignmentRefusal") == 0
         with manager.engine.connect() as conn:
             assert conn.execute(select(func.count()).select_from(waiting_steps)).scalar() == 0
+
+
+async def test_an_agent_whose_claim_is_full_leaves_the_requests_of_waiting_steps_alone(
+    tmp_path: Path,
+) -> None:
+    # A claim of one job at once and a first step that runs for 1.5 s: the second
+    # workflow's first step waits past ``stalled_after`` and is requested, marked
+    # claims_full, again and again while the first workflow's job runs. The agent,
+    # whose claim is full all that time, answers none of those requests; the step
+    # is assigned when the job ends.
+    policies = [Policy(site_identifier="agent-0", claim_capacity=1)]
+    serves = [("foojob0", "foojob1", "foojob2")]
+    timings = Timings(stalled_after=0.2, rebroadcast_first=0.1)
+    async with federation(tmp_path, policies, serves, timings=timings, slow={"foojob0": 1.5}) as (
+        manager,
+        agents,
+        client,
+    ):
+        await _run(client, "first", 1)  # by requests and offers; the offer grants a claim
+        offers_before = _count(agents[0], "out", "JobFulfillmentOffer")
+        await _run(client, "queued", 2)
+        with agents[0].engine.connect() as conn:
+            traffic = conn.execute(
+                select(
+                    message_log.c.at,
+                    message_log.c.direction,
+                    message_log.c.type_name,
+                    message_log.c.summary,
+                )
+                .where(message_log.c.type_name.in_(["JobFulfillmentRequest", "JobFinished"]))
+                .order_by(message_log.c.id)
+            ).all()
+        first_finished = min(at for at, _, name, _ in traffic if name == "JobFinished")
+        marked_during_the_job = [
+            at
+            for at, direction, name, summary in traffic
+            if name == "JobFulfillmentRequest"
+            and direction == "in"
+            and at < first_finished
+            and json.loads(summary).get("claimsFull")
+        ]
+        assert len(marked_during_the_job) >= 2, "requested again and again while it waited"
+        offers = _count(agents[0], "out", "JobFulfillmentOffer") - offers_before
+        assert offers == 0, "the claim's agent left them unanswered; the step was assigned"
+        assert _count(manager, "out", "JobAssignment") == 2 * STEPS

@@ -21,7 +21,11 @@ from tests.waiting import eventually
 
 pytestmark = [pytest.mark.amqp, pytest.mark.postgres, pytest.mark.slow]
 
-WAVE = 20  # workflows submitted before the kill, and again after the restart
+FIRST_WAVE = 40  # workflows submitted before the kill
+WAVE = 20  # workflows submitted after the restart
+# Messages the replicas have handled when one is killed: the first wave's creates
+# and some of its results, about a third of what the wave brings them.
+KILL_AFTER = FIRST_WAVE + 20
 STEPS = 3  # test_simple: foojob0 -> foojob1 -> foojob2
 FINISHED = "select count(*) from workflows where state in ('completed', 'failed', 'cancelled')"
 
@@ -83,23 +87,26 @@ async def test_two_manager_replicas_share_one_database_and_one_queue(
         queue = "caroni.manager." + key.removeprefix("wf.manager.")
         assert queue_consumers(amqp_url).get(queue) == 2, "both replicas consume one queue"
 
-        submitted = await submit_demo_workflows(amqp_url, key, WAVE, "a")
+        submitted = await submit_demo_workflows(amqp_url, key, FIRST_WAVE, "a")
         # Kill a replica while the first wave runs: it holds deliveries not yet acked
         # (the broker gives them to the other replica) and maybe committed messages
         # not yet published (left in the shared outbox).
         await eventually(
-            lambda: scalar(db, "select count(*) from inbox") >= 5 * WAVE,
+            lambda: scalar(db, "select count(*) from inbox") >= KILL_AFTER,
             "the replicas to handle a part of the first wave",
         )
         first.kill()
         finished_at_kill = scalar(db, FINISHED)
+        assert finished_at_kill < FIRST_WAVE, "the kill came after the first wave had finished"
         restarted.start()
         restarted.wait_for_line(r"manager key: ")
         # A second wave, for both live replicas to share.
         submitted |= await submit_demo_workflows(amqp_url, key, WAVE, "b")
 
         await eventually(
-            lambda: scalar(db, FINISHED) == 2 * WAVE, "every workflow to finish", timeout=90
+            lambda: scalar(db, FINISHED) == FIRST_WAVE + WAVE,
+            "every workflow to finish",
+            timeout=90,
         )
     finally:
         codes = {name: p.stop() for name, p in stopping.items() if p.proc is not None}
@@ -136,7 +143,7 @@ async def test_two_manager_replicas_share_one_database_and_one_queue(
         "select count(*) from message_log where direction = 'out' "
         "and type_name in ('JobFulfillmentOfferAccept', 'JobAssignment')"
     )
-    assert scalar(db, placed) == 2 * WAVE * STEPS
+    assert scalar(db, placed) == (FIRST_WAVE + WAVE) * STEPS
     jobs = [
         row[0]
         for agent_db in agent_dbs
@@ -160,6 +167,6 @@ async def test_two_manager_replicas_share_one_database_and_one_queue(
     print(
         f"\n{handled} messages handled: {by_second} by the second replica, {by_restarted} by "
         f"the first after its restart, the rest by the first before it was killed (when "
-        f"{finished_at_kill}/{WAVE} workflows had finished); batches given back after a "
+        f"{finished_at_kill}/{FIRST_WAVE} workflows had finished); batches given back after a "
         f"deadlock: {deadlocks}; {time.monotonic() - started_at:.1f}s"
     )

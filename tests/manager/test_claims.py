@@ -223,3 +223,22 @@ def test_a_step_whose_claims_are_full_waits_for_room_instead_of_being_requested(
     assert step3.current is not None
     later = [Send("x", request_message(step3, step3.current))]
     assert assign_claimed(workflow, later, book, NOW + 11, counting_ids(3), hold=10.0) == later
+    # Marked: agents whose claims are full need not answer; others are sought.
+    assert later[0].message.claims_full
+
+
+def test_only_a_request_that_waited_for_full_claims_is_marked_claims_full() -> None:
+    workflow, requests = new_workflow()
+    sends = assign_claimed(workflow, requests, ClaimBook(), NOW, counting_ids(), hold=10.0)
+    assert [s.message.claims_full for s in sends] == [False] * 3, "no claim held"
+    book = book_with((AGENT, claim_message(types=("foojob0",))))
+    sends = assign_claimed(workflow, requests, book, NOW + 11, counting_ids(), hold=10.0)
+    [assigned] = of_type(sends, pb.JobAssignment)
+    refusal = pb.JobAssignmentRefusal(
+        job_uuid=assigned.message.job_uuid, refusal_message="full", claim_uuid=b""
+    )
+    again = on_refusal(workflow, refusal, AGENT, NOW + 12)
+    kept = assign_claimed(workflow, again, book, NOW + 12, counting_ids(5), hold=10.0)
+    assert [s.message.claims_full for s in kept] == [False] * len(kept), (
+        "refused: every agent may offer, the refusing one too"
+    )

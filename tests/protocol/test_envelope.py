@@ -302,6 +302,7 @@ WIRE_FIELDS: dict[str, dict[str, int]] = {
         "request_uuid": 2,
         "job_type_name": 3,
         "parameters": 4,
+        "claims_full": 100,
     },
     "JobFulfillmentDecline": {"signature": 1, "request_uuid": 2, "site": 3, "decline_message": 4},
     "AgentLoad": {"slots": 1, "running": 2, "reserved": 3},

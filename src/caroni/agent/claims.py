@@ -54,6 +54,23 @@ def grant(
     return live
 
 
+def full_for(
+    request: pb.JobFulfillmentRequest, claim: GrantedClaim | None, jobs_under_claim: int, now: float
+) -> bool:
+    """Whether a request need not be answered: its manager marked it ``claims_full``
+    (it seeks agents besides those whose claims are full) and ``claim``, the live
+    claim this agent granted that manager, covers its job type and is full
+    (``jobs_under_claim`` live). An offer would only promise again what the claim
+    already holds; the manager assigns the step under it once a job ends."""
+    return (
+        request.claims_full
+        and claim is not None
+        and now < claim.expires_at
+        and request.job_type_name in claim.job_types
+        and jobs_under_claim >= claim.capacity
+    )
+
+
 def claim_message(claim: GrantedClaim) -> pb.Claim:
     expiration = Timestamp()
     expiration.FromNanoseconds(int(claim.expires_at * 1e9))

@@ -29,8 +29,9 @@ def assign_claimed(
     A step whose claims are full waits for room (``assign_waiting``) rather than be
     requested, for up to ``hold`` seconds since it was first requested: the agents
     that granted them would only decline or hold an offer, and their running jobs
-    will free room. After that it is requested as well, from every agent, which is
-    how agents that have granted nothing yet are found. The other sends stay."""
+    will free room. After that it is requested as well (marked ``claims_full``), from
+    every agent, which is how agents that have granted nothing yet are found; an
+    agent whose claim is full stays silent. The other sends stay."""
     if workflow.state.finished:
         return sends
     for claim_uuid, agent_key in _silent_claims(workflow, now):
@@ -54,8 +55,12 @@ def assign_claimed(
                     book.take(claim)
                     assigned[request_uuid] = found
                     continue
-                if now - attempt.requested_at < hold and book.covers(step.job_type, now, tried):
-                    continue  # waits for room in a claim
+                if book.covers(step.job_type, now, tried):
+                    if now - attempt.requested_at < hold:
+                        continue  # waits for room in a claim
+                    # Sought from agents besides those whose claims are full: they
+                    # need not answer (they would only offer what the claim holds).
+                    message.claims_full = True
         kept.append(send)
     if not assigned:
         return kept

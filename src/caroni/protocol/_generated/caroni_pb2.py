@@ -26,15 +26,15 @@ from google.protobuf import any_pb2 as google_dot_protobuf_dot_any__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0c\x63\x61roni.proto\x12\x06\x63\x61roni\x1a\x19google/protobuf/any.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"D\n\tSignature\x12\x1c\n\x14signator_certificate\x18\x01 \x01(\t\x12\x19\n\x11payload_signature\x18\x02 \x01(\t\"\xc2\x01\n\x0e\x43\x61roniEnvelope\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12%\n\x07payload\x18\x02 \x01(\x0b\x32\x14.google.protobuf.Any\x12\x12\n\nmessage_id\x18\x64 \x01(\t\x12+\n\x07sent_at\x18\x65 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06sender\x18\x66 \x01(\x0c\x12\x12\n\nextensions\x18g \x03(\t\"*\n\x0cJobParameter\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"H\n\x04Site\x12\x17\n\x0fsite_identifier\x18\x01 \x01(\t\x12\x11\n\tsite_uuid\x18\x02 \x01(\x0c\x12\x14\n\x0csite_contact\x18\x03 \x01(\t\"Z\n\x07JobType\x12\x15\n\rjob_type_name\x18\x01 \x01(\t\x12\x1b\n\x13required_parameters\x18\x02 \x03(\t\x12\x1b\n\x13optional_parameters\x18\x03 \x03(\t\"+\n\rWorkFlowInput\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\xb2\x01\n\x0eWorkFlowCreate\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x15\n\rtemplate_name\x18\x02 \x01(\t\x12\x0f\n\x07wf_name\x18\x03 \x01(\t\x12%\n\x06inputs\x18\x04 \x03(\x0b\x32\x15.caroni.WorkFlowInput\x12\x15\n\rworkflow_uuid\x18\x64 \x01(\x0c\x12\x14\n\x0cmax_attempts\x18\x65 \x01(\r\"\x94\x01\n\x15JobFulfillmentRequest\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x14\n\x0crequest_uuid\x18\x02 \x01(\x0c\x12\x15\n\rjob_type_name\x18\x03 \x01(\t\x12(\n\nparameters\x18\x04 \x03(\x0b\x32\x14.caroni.JobParameter\"\x88\x01\n\x15JobFulfillmentDecline\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x14\n\x0crequest_uuid\x18\x02 \x01(\x0c\x12\x1a\n\x04site\x18\x03 \x01(\x0b\x32\x0c.caroni.Site\x12\x17\n\x0f\x64\x65\x63line_message\x18\x04 \x01(\t\"=\n\tAgentLoad\x12\r\n\x05slots\x18\x01 \x01(\r\x12\x0f\n\x07running\x18\x02 \x01(\r\x12\x10\n\x08reserved\x18\x03 \x01(\r\"\x87\x02\n\x13JobFulfillmentOffer\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x14\n\x0crequest_uuid\x18\x02 \x01(\x0c\x12\x12\n\noffer_uuid\x18\x03 \x01(\x0c\x12\x1a\n\x04site\x18\x04 \x01(\x0b\x32\x0c.caroni.Site\x12\x15\n\roffer_message\x18\x05 \x01(\t\x12.\n\nexpiration\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1f\n\x04load\x18\x64 \x01(\x0b\x32\x11.caroni.AgentLoad\x12\x1c\n\x05\x63laim\x18\x65 \x01(\x0b\x32\r.caroni.Claim\"\x83\x01\n\x19JobFulfillmentOfferAccept\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x14\n\x0crequest_uuid\x18\x02 \x01(\x0c\x12\x12\n\noffer_uuid\x18\x03 \x01(\x0c\x12\x16\n\x0e\x61\x63\x63\x65pt_message\x18\x04 \x01(\t\"\x83\x01\n\x19JobFulfillmentOfferReject\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x14\n\x0crequest_uuid\x18\x02 \x01(\x0c\x12\x12\n\noffer_uuid\x18\x03 \x01(\x0c\x12\x16\n\x0ereject_message\x18\x04 \x01(\t\"Y\n\x0bJobAccepted\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x10\n\x08job_uuid\x18\x02 \x01(\x0c\x12\x12\n\noffer_uuid\x18\x03 \x01(\x0c\"W\n\tJobQueued\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x10\n\x08job_uuid\x18\x02 \x01(\x0c\x12\x12\n\noffer_uuid\x18\x03 \x01(\x0c\"J\n\x10JobStatusRequest\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x10\n\x08job_uuid\x18\x02 \x01(\x0c\"\x85\x01\n\x0fJobStatusUpdate\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x10\n\x08job_uuid\x18\x02 \x01(\x0c\x12%\n\njob_status\x18\x03 \x01(\x0e\x32\x11.caroni.JobStatus\x12\x13\n\x0bstatus_info\x18\x04 \x01(\t\"T\n\x07JobKill\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x10\n\x08job_uuid\x18\x02 \x01(\x0c\x12\x11\n\tkill_info\x18\x03 \x01(\t\"t\n\x10JobDataAvailable\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x10\n\x08job_uuid\x18\x02 \x01(\x0c\x12(\n\nparameters\x18\x03 \x03(\x0b\x32\x14.caroni.JobParameter\"p\n\x0cJobDataReady\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x10\n\x08job_uuid\x18\x02 \x01(\x0c\x12(\n\nparameters\x18\x03 \x03(\x0b\x32\x14.caroni.JobParameter\"\x9b\x01\n\x05\x43laim\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x12\n\nclaim_uuid\x18\x02 \x01(\x0c\x12\x16\n\x0ejob_type_names\x18\x03 \x03(\t\x12\x10\n\x08\x63\x61pacity\x18\x04 \x01(\r\x12.\n\nexpiration\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xe0\x01\n\rJobAssignment\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x12\n\nclaim_uuid\x18\x02 \x01(\x0c\x12\x10\n\x08job_uuid\x18\x03 \x01(\x0c\x12\x15\n\rjob_type_name\x18\x04 \x01(\t\x12(\n\nparameters\x18\x05 \x03(\x0b\x32\x14.caroni.JobParameter\x12\x1a\n\x12\x61waited_parameters\x18\x06 \x03(\t\x12&\n\x0binput_links\x18\x07 \x03(\x0b\x32\x11.caroni.InputLink\"`\n\tInputLink\x12\x10\n\x08job_uuid\x18\x01 \x01(\x0c\x12\x11\n\tparameter\x18\x02 \x01(\t\x12\x17\n\x0fsource_job_uuid\x18\x03 \x01(\x0c\x12\x15\n\rsource_output\x18\x04 \x01(\t\"{\n\x14JobAssignmentRefusal\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x10\n\x08job_uuid\x18\x02 \x01(\x0c\x12\x17\n\x0frefusal_message\x18\x03 \x01(\t\x12\x12\n\nclaim_uuid\x18\x04 \x01(\x0c\"\x94\x02\n\x0bJobFinished\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x10\n\x08job_uuid\x18\x02 \x01(\x0c\x12%\n\njob_status\x18\x03 \x01(\x0e\x32\x11.caroni.JobStatus\x12\x13\n\x0bstatus_info\x18\x04 \x01(\t\x12(\n\nparameters\x18\x05 \x03(\x0b\x32\x14.caroni.JobParameter\x12\x1c\n\x05\x63laim\x18\x06 \x01(\x0b\x32\r.caroni.Claim\x12!\n\x06\x66illed\x18\x07 \x03(\x0b\x32\x11.caroni.InputLink\x12&\n\x0b\x66illed_from\x18\x08 \x03(\x0b\x32\x11.caroni.InputLink\"\"\n\rMessageBundle\x12\x11\n\tenvelopes\x18\x01 \x03(\x0c\"T\n\x15WorkFlowStatusRequest\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x15\n\rworkflow_uuid\x18\x02 \x01(\x0c\"v\n\nStepStatus\x12\x11\n\tstep_name\x18\x01 \x01(\t\x12\x15\n\rjob_type_name\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\r\x12\r\n\x05\x61gent\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\"\xdf\x01\n\x0eWorkFlowStatus\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x15\n\rworkflow_uuid\x18\x02 \x01(\x0c\x12\r\n\x05state\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12&\n\x07outputs\x18\x05 \x03(\x0b\x32\x15.caroni.WorkFlowInput\x12\x0f\n\x07wf_name\x18\x06 \x01(\t\x12\x15\n\rtemplate_name\x18\x07 \x01(\t\x12!\n\x05steps\x18\x08 \x03(\x0b\x32\x12.caroni.StepStatus\"]\n\x0eWorkFlowCancel\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x15\n\rworkflow_uuid\x18\x02 \x01(\x0c\x12\x0e\n\x06reason\x18\x03 \x01(\t*\xb7\x01\n\tJobStatus\x12\x1b\n\x17JOB_STATUS_UNSPECIFICED\x10\x00\x12\x16\n\x12JOB_STATUS_PENDING\x10\x01\x12\x15\n\x11JOB_STATUS_QUEUED\x10\x02\x12\x16\n\x12JOB_STATUS_RUNNING\x10\x03\x12\x18\n\x14JOB_STATUS_COMPLETED\x10\x04\x12\x15\n\x11JOB_STATUS_FAILED\x10\x05\x12\x15\n\x11JOB_STATUS_PAUSED\x10\x06\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0c\x63\x61roni.proto\x12\x06\x63\x61roni\x1a\x19google/protobuf/any.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"D\n\tSignature\x12\x1c\n\x14signator_certificate\x18\x01 \x01(\t\x12\x19\n\x11payload_signature\x18\x02 \x01(\t\"\xc2\x01\n\x0e\x43\x61roniEnvelope\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12%\n\x07payload\x18\x02 \x01(\x0b\x32\x14.google.protobuf.Any\x12\x12\n\nmessage_id\x18\x64 \x01(\t\x12+\n\x07sent_at\x18\x65 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06sender\x18\x66 \x01(\x0c\x12\x12\n\nextensions\x18g \x03(\t\"*\n\x0cJobParameter\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"H\n\x04Site\x12\x17\n\x0fsite_identifier\x18\x01 \x01(\t\x12\x11\n\tsite_uuid\x18\x02 \x01(\x0c\x12\x14\n\x0csite_contact\x18\x03 \x01(\t\"Z\n\x07JobType\x12\x15\n\rjob_type_name\x18\x01 \x01(\t\x12\x1b\n\x13required_parameters\x18\x02 \x03(\t\x12\x1b\n\x13optional_parameters\x18\x03 \x03(\t\"+\n\rWorkFlowInput\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\xb2\x01\n\x0eWorkFlowCreate\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x15\n\rtemplate_name\x18\x02 \x01(\t\x12\x0f\n\x07wf_name\x18\x03 \x01(\t\x12%\n\x06inputs\x18\x04 \x03(\x0b\x32\x15.caroni.WorkFlowInput\x12\x15\n\rworkflow_uuid\x18\x64 \x01(\x0c\x12\x14\n\x0cmax_attempts\x18\x65 \x01(\r\"\xa9\x01\n\x15JobFulfillmentRequest\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x14\n\x0crequest_uuid\x18\x02 \x01(\x0c\x12\x15\n\rjob_type_name\x18\x03 \x01(\t\x12(\n\nparameters\x18\x04 \x03(\x0b\x32\x14.caroni.JobParameter\x12\x13\n\x0b\x63laims_full\x18\x64 \x01(\x08\"\x88\x01\n\x15JobFulfillmentDecline\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x14\n\x0crequest_uuid\x18\x02 \x01(\x0c\x12\x1a\n\x04site\x18\x03 \x01(\x0b\x32\x0c.caroni.Site\x12\x17\n\x0f\x64\x65\x63line_message\x18\x04 \x01(\t\"=\n\tAgentLoad\x12\r\n\x05slots\x18\x01 \x01(\r\x12\x0f\n\x07running\x18\x02 \x01(\r\x12\x10\n\x08reserved\x18\x03 \x01(\r\"\x87\x02\n\x13JobFulfillmentOffer\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x14\n\x0crequest_uuid\x18\x02 \x01(\x0c\x12\x12\n\noffer_uuid\x18\x03 \x01(\x0c\x12\x1a\n\x04site\x18\x04 \x01(\x0b\x32\x0c.caroni.Site\x12\x15\n\roffer_message\x18\x05 \x01(\t\x12.\n\nexpiration\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1f\n\x04load\x18\x64 \x01(\x0b\x32\x11.caroni.AgentLoad\x12\x1c\n\x05\x63laim\x18\x65 \x01(\x0b\x32\r.caroni.Claim\"\x83\x01\n\x19JobFulfillmentOfferAccept\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x14\n\x0crequest_uuid\x18\x02 \x01(\x0c\x12\x12\n\noffer_uuid\x18\x03 \x01(\x0c\x12\x16\n\x0e\x61\x63\x63\x65pt_message\x18\x04 \x01(\t\"\x83\x01\n\x19JobFulfillmentOfferReject\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x14\n\x0crequest_uuid\x18\x02 \x01(\x0c\x12\x12\n\noffer_uuid\x18\x03 \x01(\x0c\x12\x16\n\x0ereject_message\x18\x04 \x01(\t\"Y\n\x0bJobAccepted\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x10\n\x08job_uuid\x18\x02 \x01(\x0c\x12\x12\n\noffer_uuid\x18\x03 \x01(\x0c\"W\n\tJobQueued\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x10\n\x08job_uuid\x18\x02 \x01(\x0c\x12\x12\n\noffer_uuid\x18\x03 \x01(\x0c\"J\n\x10JobStatusRequest\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x10\n\x08job_uuid\x18\x02 \x01(\x0c\"\x85\x01\n\x0fJobStatusUpdate\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x10\n\x08job_uuid\x18\x02 \x01(\x0c\x12%\n\njob_status\x18\x03 \x01(\x0e\x32\x11.caroni.JobStatus\x12\x13\n\x0bstatus_info\x18\x04 \x01(\t\"T\n\x07JobKill\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x10\n\x08job_uuid\x18\x02 \x01(\x0c\x12\x11\n\tkill_info\x18\x03 \x01(\t\"t\n\x10JobDataAvailable\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x10\n\x08job_uuid\x18\x02 \x01(\x0c\x12(\n\nparameters\x18\x03 \x03(\x0b\x32\x14.caroni.JobParameter\"p\n\x0cJobDataReady\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x10\n\x08job_uuid\x18\x02 \x01(\x0c\x12(\n\nparameters\x18\x03 \x03(\x0b\x32\x14.caroni.JobParameter\"\x9b\x01\n\x05\x43laim\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x12\n\nclaim_uuid\x18\x02 \x01(\x0c\x12\x16\n\x0ejob_type_names\x18\x03 \x03(\t\x12\x10\n\x08\x63\x61pacity\x18\x04 \x01(\r\x12.\n\nexpiration\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xe0\x01\n\rJobAssignment\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x12\n\nclaim_uuid\x18\x02 \x01(\x0c\x12\x10\n\x08job_uuid\x18\x03 \x01(\x0c\x12\x15\n\rjob_type_name\x18\x04 \x01(\t\x12(\n\nparameters\x18\x05 \x03(\x0b\x32\x14.caroni.JobParameter\x12\x1a\n\x12\x61waited_parameters\x18\x06 \x03(\t\x12&\n\x0binput_links\x18\x07 \x03(\x0b\x32\x11.caroni.InputLink\"`\n\tInputLink\x12\x10\n\x08job_uuid\x18\x01 \x01(\x0c\x12\x11\n\tparameter\x18\x02 \x01(\t\x12\x17\n\x0fsource_job_uuid\x18\x03 \x01(\x0c\x12\x15\n\rsource_output\x18\x04 \x01(\t\"{\n\x14JobAssignmentRefusal\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x10\n\x08job_uuid\x18\x02 \x01(\x0c\x12\x17\n\x0frefusal_message\x18\x03 \x01(\t\x12\x12\n\nclaim_uuid\x18\x04 \x01(\x0c\"\x94\x02\n\x0bJobFinished\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x10\n\x08job_uuid\x18\x02 \x01(\x0c\x12%\n\njob_status\x18\x03 \x01(\x0e\x32\x11.caroni.JobStatus\x12\x13\n\x0bstatus_info\x18\x04 \x01(\t\x12(\n\nparameters\x18\x05 \x03(\x0b\x32\x14.caroni.JobParameter\x12\x1c\n\x05\x63laim\x18\x06 \x01(\x0b\x32\r.caroni.Claim\x12!\n\x06\x66illed\x18\x07 \x03(\x0b\x32\x11.caroni.InputLink\x12&\n\x0b\x66illed_from\x18\x08 \x03(\x0b\x32\x11.caroni.InputLink\"\"\n\rMessageBundle\x12\x11\n\tenvelopes\x18\x01 \x03(\x0c\"T\n\x15WorkFlowStatusRequest\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x15\n\rworkflow_uuid\x18\x02 \x01(\x0c\"v\n\nStepStatus\x12\x11\n\tstep_name\x18\x01 \x01(\t\x12\x15\n\rjob_type_name\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\r\x12\r\n\x05\x61gent\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\"\xdf\x01\n\x0eWorkFlowStatus\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x15\n\rworkflow_uuid\x18\x02 \x01(\x0c\x12\r\n\x05state\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12&\n\x07outputs\x18\x05 \x03(\x0b\x32\x15.caroni.WorkFlowInput\x12\x0f\n\x07wf_name\x18\x06 \x01(\t\x12\x15\n\rtemplate_name\x18\x07 \x01(\t\x12!\n\x05steps\x18\x08 \x03(\x0b\x32\x12.caroni.StepStatus\"]\n\x0eWorkFlowCancel\x12$\n\tsignature\x18\x01 \x01(\x0b\x32\x11.caroni.Signature\x12\x15\n\rworkflow_uuid\x18\x02 \x01(\x0c\x12\x0e\n\x06reason\x18\x03 \x01(\t*\xb7\x01\n\tJobStatus\x12\x1b\n\x17JOB_STATUS_UNSPECIFICED\x10\x00\x12\x16\n\x12JOB_STATUS_PENDING\x10\x01\x12\x15\n\x11JOB_STATUS_QUEUED\x10\x02\x12\x16\n\x12JOB_STATUS_RUNNING\x10\x03\x12\x18\n\x14JOB_STATUS_COMPLETED\x10\x04\x12\x15\n\x11JOB_STATUS_FAILED\x10\x05\x12\x15\n\x11JOB_STATUS_PAUSED\x10\x06\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'caroni_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_JOBSTATUS']._serialized_start=3835
-  _globals['_JOBSTATUS']._serialized_end=4018
+  _globals['_JOBSTATUS']._serialized_start=3856
+  _globals['_JOBSTATUS']._serialized_end=4039
   _globals['_SIGNATURE']._serialized_start=84
   _globals['_SIGNATURE']._serialized_end=152
   _globals['_CARONIENVELOPE']._serialized_start=155
@@ -50,49 +50,49 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WORKFLOWCREATE']._serialized_start=607
   _globals['_WORKFLOWCREATE']._serialized_end=785
   _globals['_JOBFULFILLMENTREQUEST']._serialized_start=788
-  _globals['_JOBFULFILLMENTREQUEST']._serialized_end=936
-  _globals['_JOBFULFILLMENTDECLINE']._serialized_start=939
-  _globals['_JOBFULFILLMENTDECLINE']._serialized_end=1075
-  _globals['_AGENTLOAD']._serialized_start=1077
-  _globals['_AGENTLOAD']._serialized_end=1138
-  _globals['_JOBFULFILLMENTOFFER']._serialized_start=1141
-  _globals['_JOBFULFILLMENTOFFER']._serialized_end=1404
-  _globals['_JOBFULFILLMENTOFFERACCEPT']._serialized_start=1407
-  _globals['_JOBFULFILLMENTOFFERACCEPT']._serialized_end=1538
-  _globals['_JOBFULFILLMENTOFFERREJECT']._serialized_start=1541
-  _globals['_JOBFULFILLMENTOFFERREJECT']._serialized_end=1672
-  _globals['_JOBACCEPTED']._serialized_start=1674
-  _globals['_JOBACCEPTED']._serialized_end=1763
-  _globals['_JOBQUEUED']._serialized_start=1765
-  _globals['_JOBQUEUED']._serialized_end=1852
-  _globals['_JOBSTATUSREQUEST']._serialized_start=1854
-  _globals['_JOBSTATUSREQUEST']._serialized_end=1928
-  _globals['_JOBSTATUSUPDATE']._serialized_start=1931
-  _globals['_JOBSTATUSUPDATE']._serialized_end=2064
-  _globals['_JOBKILL']._serialized_start=2066
-  _globals['_JOBKILL']._serialized_end=2150
-  _globals['_JOBDATAAVAILABLE']._serialized_start=2152
-  _globals['_JOBDATAAVAILABLE']._serialized_end=2268
-  _globals['_JOBDATAREADY']._serialized_start=2270
-  _globals['_JOBDATAREADY']._serialized_end=2382
-  _globals['_CLAIM']._serialized_start=2385
-  _globals['_CLAIM']._serialized_end=2540
-  _globals['_JOBASSIGNMENT']._serialized_start=2543
-  _globals['_JOBASSIGNMENT']._serialized_end=2767
-  _globals['_INPUTLINK']._serialized_start=2769
-  _globals['_INPUTLINK']._serialized_end=2865
-  _globals['_JOBASSIGNMENTREFUSAL']._serialized_start=2867
-  _globals['_JOBASSIGNMENTREFUSAL']._serialized_end=2990
-  _globals['_JOBFINISHED']._serialized_start=2993
-  _globals['_JOBFINISHED']._serialized_end=3269
-  _globals['_MESSAGEBUNDLE']._serialized_start=3271
-  _globals['_MESSAGEBUNDLE']._serialized_end=3305
-  _globals['_WORKFLOWSTATUSREQUEST']._serialized_start=3307
-  _globals['_WORKFLOWSTATUSREQUEST']._serialized_end=3391
-  _globals['_STEPSTATUS']._serialized_start=3393
-  _globals['_STEPSTATUS']._serialized_end=3511
-  _globals['_WORKFLOWSTATUS']._serialized_start=3514
-  _globals['_WORKFLOWSTATUS']._serialized_end=3737
-  _globals['_WORKFLOWCANCEL']._serialized_start=3739
-  _globals['_WORKFLOWCANCEL']._serialized_end=3832
+  _globals['_JOBFULFILLMENTREQUEST']._serialized_end=957
+  _globals['_JOBFULFILLMENTDECLINE']._serialized_start=960
+  _globals['_JOBFULFILLMENTDECLINE']._serialized_end=1096
+  _globals['_AGENTLOAD']._serialized_start=1098
+  _globals['_AGENTLOAD']._serialized_end=1159
+  _globals['_JOBFULFILLMENTOFFER']._serialized_start=1162
+  _globals['_JOBFULFILLMENTOFFER']._serialized_end=1425
+  _globals['_JOBFULFILLMENTOFFERACCEPT']._serialized_start=1428
+  _globals['_JOBFULFILLMENTOFFERACCEPT']._serialized_end=1559
+  _globals['_JOBFULFILLMENTOFFERREJECT']._serialized_start=1562
+  _globals['_JOBFULFILLMENTOFFERREJECT']._serialized_end=1693
+  _globals['_JOBACCEPTED']._serialized_start=1695
+  _globals['_JOBACCEPTED']._serialized_end=1784
+  _globals['_JOBQUEUED']._serialized_start=1786
+  _globals['_JOBQUEUED']._serialized_end=1873
+  _globals['_JOBSTATUSREQUEST']._serialized_start=1875
+  _globals['_JOBSTATUSREQUEST']._serialized_end=1949
+  _globals['_JOBSTATUSUPDATE']._serialized_start=1952
+  _globals['_JOBSTATUSUPDATE']._serialized_end=2085
+  _globals['_JOBKILL']._serialized_start=2087
+  _globals['_JOBKILL']._serialized_end=2171
+  _globals['_JOBDATAAVAILABLE']._serialized_start=2173
+  _globals['_JOBDATAAVAILABLE']._serialized_end=2289
+  _globals['_JOBDATAREADY']._serialized_start=2291
+  _globals['_JOBDATAREADY']._serialized_end=2403
+  _globals['_CLAIM']._serialized_start=2406
+  _globals['_CLAIM']._serialized_end=2561
+  _globals['_JOBASSIGNMENT']._serialized_start=2564
+  _globals['_JOBASSIGNMENT']._serialized_end=2788
+  _globals['_INPUTLINK']._serialized_start=2790
+  _globals['_INPUTLINK']._serialized_end=2886
+  _globals['_JOBASSIGNMENTREFUSAL']._serialized_start=2888
+  _globals['_JOBASSIGNMENTREFUSAL']._serialized_end=3011
+  _globals['_JOBFINISHED']._serialized_start=3014
+  _globals['_JOBFINISHED']._serialized_end=3290
+  _globals['_MESSAGEBUNDLE']._serialized_start=3292
+  _globals['_MESSAGEBUNDLE']._serialized_end=3326
+  _globals['_WORKFLOWSTATUSREQUEST']._serialized_start=3328
+  _globals['_WORKFLOWSTATUSREQUEST']._serialized_end=3412
+  _globals['_STEPSTATUS']._serialized_start=3414
+  _globals['_STEPSTATUS']._serialized_end=3532
+  _globals['_WORKFLOWSTATUS']._serialized_start=3535
+  _globals['_WORKFLOWSTATUS']._serialized_end=3758
+  _globals['_WORKFLOWCANCEL']._serialized_start=3760
+  _globals['_WORKFLOWCANCEL']._serialized_end=3853
 # @@protoc_insertion_point(module_scope)

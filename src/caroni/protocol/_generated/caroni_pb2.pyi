@@ -105,16 +105,18 @@ class WorkFlowCreate(_message.Message):
     def __init__(self, signature: _Optional[_Union[Signature, _Mapping]] = ..., template_name: _Optional[str] = ..., wf_name: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[WorkFlowInput, _Mapping]]] = ..., workflow_uuid: _Optional[bytes] = ..., max_attempts: _Optional[int] = ...) -> None: ...
 
 class JobFulfillmentRequest(_message.Message):
-    __slots__ = ("signature", "request_uuid", "job_type_name", "parameters")
+    __slots__ = ("signature", "request_uuid", "job_type_name", "parameters", "claims_full")
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     REQUEST_UUID_FIELD_NUMBER: _ClassVar[int]
     JOB_TYPE_NAME_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    CLAIMS_FULL_FIELD_NUMBER: _ClassVar[int]
     signature: Signature
     request_uuid: bytes
     job_type_name: str
     parameters: _containers.RepeatedCompositeFieldContainer[JobParameter]
-    def __init__(self, signature: _Optional[_Union[Signature, _Mapping]] = ..., request_uuid: _Optional[bytes] = ..., job_type_name: _Optional[str] = ..., parameters: _Optional[_Iterable[_Union[JobParameter, _Mapping]]] = ...) -> None: ...
+    claims_full: bool
+    def __init__(self, signature: _Optional[_Union[Signature, _Mapping]] = ..., request_uuid: _Optional[bytes] = ..., job_type_name: _Optional[str] = ..., parameters: _Optional[_Iterable[_Union[JobParameter, _Mapping]]] = ..., claims_full: bool = ...) -> None: ...
 
 class JobFulfillmentDecline(_message.Message):
     __slots__ = ("signature", "request_uuid", "site", "decline_message")
