@@ -189,9 +189,6 @@ class Bundling:
             else:
                 self._peers.pop(key, None)
 
-    def reads_bundles(self, key: str) -> bool:
-        return key in self._peers
-
     def bundle(
         self, messages: list[OutgoingMessage], counters: dict[str, int]
     ) -> list[OutgoingMessage]:
