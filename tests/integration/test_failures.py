@@ -91,6 +91,8 @@ async def test_cancel_kills_the_running_job_and_ends_the_workflow_cancelled(tmp_
             await wait_until(
                 client, workflow_id, lambda s: step(s, "only").state == "running", "the job to run"
             )
+            # "running" means spawned: the body may not have written its pid yet.
+            await eventually(pid_file.exists, "the job's body to start")
             await client.cancel(workflow_id, "not needed any more")
             status = await client.wait(workflow_id, timeout=WAIT)
         assert status.state == "cancelled"
