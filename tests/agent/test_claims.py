@@ -190,16 +190,18 @@ def test_a_job_placed_by_offer_still_reports_as_the_shared_protocol_says() -> No
     ("marked", "job_type", "under", "now", "silent"),
     [
         (True, "pair", 2, 110.0, True),  # the claim is full: the manager knows
-        (True, "pair", 1, 110.0, False),  # room left: offer (the claim comes again)
+        (True, "pair", 1, 110.0, True),  # half used: the manager fills it as jobs end
+        (True, "pair", 0, 110.0, False),  # unused: maybe not held; offer with the claim
         (False, "pair", 2, 110.0, False),  # not marked: the shared protocol's answer
         (True, "other", 2, 110.0, False),  # a type the claim does not cover
         (True, "pair", 2, 161.0, False),  # the claim expired
     ],
 )
-def test_a_request_marked_claims_full_is_left_unanswered_only_by_a_full_claim(
+def test_a_request_marked_claims_full_is_left_to_a_claim_used_enough(
     marked: bool, job_type: str, under: int, now: float, silent: bool
 ) -> None:
     claim = granted()
+    assert claim.capacity == 2
     request = pb.JobFulfillmentRequest(job_type_name=job_type, claims_full=marked)
-    assert claims.full_for(request, claim, under, now) is silent
-    assert not claims.full_for(request, None, under, now), "no claim for this manager"
+    assert claims.leaves_unanswered(request, claim, under, now) is silent
+    assert not claims.leaves_unanswered(request, None, under, now), "no claim for this manager"

@@ -12,7 +12,7 @@ from caroni.core import Send, counting_ids
 from caroni.manager.claims import ENOUGH_CLAIMS, MAX_CLAIM_LEASE, ClaimBook
 from caroni.manager.handlers import DEFAULT_TIMINGS, on_finished, on_tick, request_message
 from caroni.manager.handlers.claims import assign_claimed, assign_waiting, on_refusal
-from caroni.manager.model import AttemptState, StepState, WorkflowState
+from caroni.manager.model import AttemptState, StepState, Workflow, WorkflowState
 from caroni.protocol import pb
 from tests.manager.test_handlers import AGENT, OTHER_AGENT, new_workflow, of_type
 
@@ -225,6 +225,27 @@ def test_a_step_whose_claims_are_full_waits_for_room_instead_of_being_requested(
     assert assign_claimed(workflow, later, book, NOW + 11, counting_ids(3), hold=10.0) == later
     # Marked: agents whose claims are full need not answer; others are sought.
     assert later[0].message.claims_full
+
+
+def test_one_waiting_step_of_a_type_at_a_time_seeks_other_agents() -> None:
+    book = book_with((AGENT, claim_message(capacity=1)))
+    first, first_requests = new_workflow()
+    assign_claimed(first, first_requests, book, NOW, counting_ids(), hold=10.0)  # the room
+    seeking: dict[str, tuple[str, float]] = {}
+
+    def requested(workflow: Workflow, at: float) -> list[Send]:
+        step = workflow.steps["step1"]
+        assert step.current is not None
+        copies = [Send(to, request_message(step, step.current)) for to in ("typed", "plain")]
+        sent = assign_claimed(workflow, copies, book, at, counting_ids(), 10.0, seeking)
+        return of_type(sent, pb.JobFulfillmentRequest)
+
+    seeker, other = new_workflow()[0], new_workflow()[0]
+    assert requested(seeker, NOW) == requested(other, NOW) == [], "held: the claim frees room"
+    assert [s.to for s in requested(seeker, NOW + 11)] == ["typed", "plain"], "both copies seek"
+    assert requested(other, NOW + 12) == [], "one request of the type seeks at a time"
+    assert len(requested(seeker, NOW + 15)) == 2, "the seeker broadcasts again"
+    assert len(requested(other, NOW + 21)) == 2, "after hold, another step may seek"
 
 
 def test_only_a_request_that_waited_for_full_claims_is_marked_claims_full() -> None:

@@ -54,20 +54,24 @@ def grant(
     return live
 
 
-def full_for(
+def leaves_unanswered(
     request: pb.JobFulfillmentRequest, claim: GrantedClaim | None, jobs_under_claim: int, now: float
 ) -> bool:
     """Whether a request need not be answered: its manager marked it ``claims_full``
-    (it seeks agents besides those whose claims are full) and ``claim``, the live
-    claim this agent granted that manager, covers its job type and is full
-    (``jobs_under_claim`` live). An offer would only promise again what the claim
-    already holds; the manager assigns the step under it once a job ends."""
+    (its claims for the job type are full; it seeks agents besides them) and
+    ``claim``, the live claim this agent granted that manager, covers the type and is
+    at least half used (``jobs_under_claim`` live). The manager fills such a claim
+    as its jobs end, and the few places between a job's end and the next assignment
+    are always in flight: an offer would only promise again what the claim holds.
+    A claim used less may be one the manager does not hold (it records few), and
+    goes with an offer."""
     return (
         request.claims_full
         and claim is not None
         and now < claim.expires_at
         and request.job_type_name in claim.job_types
-        and jobs_under_claim >= claim.capacity
+        and jobs_under_claim > 0
+        and 2 * jobs_under_claim >= claim.capacity
     )
 
 

@@ -106,20 +106,20 @@ class AgentRole:
             and fulfillment_key_for(incoming.message.job_type_name) is not None
         )
 
-    def _claim_full(self, tx: Tx, incoming: Incoming) -> bool:
-        """Whether a request marked ``claims_full`` meets this agent's own full claim
-        for its manager (``claims.full_for``): then it says nothing."""
+    def _left_to_claim(self, tx: Tx, incoming: Incoming) -> bool:
+        """Whether a request marked ``claims_full`` meets this agent's own claim for
+        its manager, used enough (``claims.leaves_unanswered``): then it says nothing."""
         if not incoming.message.claims_full or not tx.uses(CLAIMS, incoming):
             return False
         claim = self.store.live_claim_for(tx.conn, incoming.reply_to, tx.now)
         under = 0 if claim is None else self.store.jobs_under_claim(tx.conn, claim.claim_uuid)
-        return claims.full_for(incoming.message, claim, under, tx.now)
+        return claims.leaves_unanswered(incoming.message, claim, under, tx.now)
 
     def handle(self, tx: Tx, incoming: Incoming) -> None:
         kind = incoming.type_name
         msg = incoming.message
         if kind == "JobFulfillmentRequest":
-            if self._heard_typed_copy(tx, incoming) or self._claim_full(tx, incoming):
+            if self._heard_typed_copy(tx, incoming) or self._left_to_claim(tx, incoming):
                 return
             tx.subject = uuid.UUID(bytes=msg.request_uuid).hex
             load = self._load(tx)

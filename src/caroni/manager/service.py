@@ -85,6 +85,9 @@ class ManagerRole:
             "JobAssignmentRefusal": ("job_uuid", _plain(on_refusal)),
         }
         self.claims = ClaimStore()
+        # Job type -> the request seeking agents besides full claims, and since when
+        # (``assign_claimed``); in memory: a restart costs at most one more request.
+        self._seeking: dict[str, tuple[str, float]] = {}
 
     def _on_offer(
         self, workflow: Workflow, msg: Any, reply_to: str, now: float, _: NewId, ours: bool
@@ -100,7 +103,8 @@ class ManagerRole:
             and any(isinstance(send.message, pb.JobFulfillmentRequest) for send in sends)
         ):
             hold = self.timings.stalled_after
-            sends = assign_claimed(workflow, sends, self._book(tx), tx.now, tx.new_id, hold)
+            book = self._book(tx)
+            sends = assign_claimed(workflow, sends, book, tx.now, tx.new_id, hold, self._seeking)
         typed = TYPED_REQUESTS in tx.speaks
         tx.send_all(route_requests(sends, typed=typed, shared=self.shared_requests))
 

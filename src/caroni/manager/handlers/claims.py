@@ -22,6 +22,7 @@ def assign_claimed(
     now: float,
     new_id: NewId,
     hold: float = 0.0,
+    seeking: dict[str, tuple[str, float]] | None = None,
 ) -> list[Send]:
     """Turn the requests of steps whose job type a live claim with room covers into
     assignments to the claim's agent, each carrying the inputs known so far.
@@ -31,7 +32,10 @@ def assign_claimed(
     that granted them would only decline or hold an offer, and their running jobs
     will free room. After that it is requested as well (marked ``claims_full``), from
     every agent, which is how agents that have granted nothing yet are found; an
-    agent whose claim is full stays silent. The other sends stay."""
+    agent whose claim is used enough stays silent. One such request per job type
+    and ``hold`` is enough to find them: ``seeking`` (job type -> the request that
+    seeks and since when, kept by the caller across transactions) holds the others
+    back. The other sends stay."""
     if workflow.state.finished:
         return sends
     for claim_uuid, agent_key in _silent_claims(workflow, now):
@@ -58,6 +62,8 @@ def assign_claimed(
                 if book.covers(step.job_type, now, tried):
                     if now - attempt.requested_at < hold:
                         continue  # waits for room in a claim
+                    if not _may_seek(seeking, step.job_type, request_uuid, now, hold):
+                        continue  # another step of its type seeks other agents now
                     # Sought from agents besides those whose claims are full: they
                     # need not answer (they would only offer what the claim holds).
                     message.claims_full = True
@@ -92,6 +98,25 @@ def assign_waiting(workflow: Workflow, book: ClaimBook, now: float, new_id: NewI
     ]
     sends = assign_claimed(workflow, requests, book, now, new_id)
     return [send for send in sends if not isinstance(send.message, pb.JobFulfillmentRequest)]
+
+
+def _may_seek(
+    seeking: dict[str, tuple[str, float]] | None,
+    job_type: str,
+    request_uuid: str,
+    now: float,
+    hold: float,
+) -> bool:
+    """Whether this request may seek agents for ``job_type`` besides the full claims'
+    (noting it in ``seeking`` when it may): unless another request of the type did
+    within ``hold``. Every copy of one request may."""
+    if seeking is None:
+        return True
+    seeker, since = seeking.get(job_type, ("", float("-inf")))
+    if seeker != request_uuid and now - since < hold:
+        return False
+    seeking[job_type] = (request_uuid, now if seeker != request_uuid else since)
+    return True
 
 
 def _silent_claims(workflow: Workflow, now: float) -> set[tuple[str, str]]:
