@@ -53,7 +53,7 @@ class Publisher:
         self.transport = transport
         self.db = db  # runs a function on the node's database thread
         self.counters = counters
-        self.bundling = Bundling() if bundles else None
+        self._bundling = Bundling() if bundles else None
         self._wakeup = asyncio.Event()
         # Committed messages waiting to be published, with their outbox row ids; and
         # ids of rows published since, which the next transaction deletes.
@@ -72,6 +72,12 @@ class Publisher:
         if rows:
             self._unpublished.extend(rows)
             self._wakeup.set()
+
+    def heard(self, announced: dict[str, frozenset[str]]) -> None:
+        """Peers announced these extensions (by their own keys): whether to bundle
+        what goes to them."""
+        if self._bundling is not None and announced:
+            self._bundling.heard(announced)
 
     def take_published_ids(self) -> list[int]:
         """The ids of rows published since the last call, for a transaction to delete."""
@@ -110,8 +116,8 @@ class Publisher:
                 while self._unpublished:
                     rows, self._unpublished = self._unpublished, []
                     messages = [message for _, message in rows]
-                    if self.bundling is not None:
-                        messages = self.bundling.bundle(messages, self.counters)
+                    if self._bundling is not None:
+                        messages = self._bundling.bundle(messages, self.counters)
                     await self.transport.publish_many(messages)
                     self._confirmed([row_id for row_id, _ in rows])
                 backoff.reset()

@@ -231,8 +231,7 @@ class Node:
 
     def _committed(self, batch: Batch, published: list[tuple[int, OutgoingMessage]]) -> None:
         """After a commit: hand its messages to the publisher, run its callbacks."""
-        if self.publisher.bundling is not None and batch.heard:
-            self.publisher.bundling.heard(batch.heard)
+        self.publisher.heard(batch.heard)
         self.publisher.hand_over(published)
         callbacks = list(batch.after_commit)
         if batch.work is not None:
